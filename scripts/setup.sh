@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Idempotent set-up: system libraries, a virtual environment in .venv, the project and its pins.
+# A second run reinstalls nothing unless pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-}"            # "" or "test"
+venv=".venv"
+hash="$(sha256sum pyproject.toml | cut -c1-16)"
+stamp="$venv/.installed-$hash${extras:+-$extras}"
+
+# Done already: the same pins, with at least the extras asked for.
+if [ -f "$stamp" ] || { [ -z "$extras" ] && ls "$venv/.installed-$hash"* >/dev/null 2>&1; }; then
+  exit 0
+fi
+
+if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq libusb-1.0-0 >/dev/null
+fi
+
+[ -x "$venv/bin/python" ] || python3.11 -m venv "$venv" 2>/dev/null || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip
+# The CPU build of torch comes from the local wheel store; pin it first so nothing pulls CUDA wheels.
+"$venv/bin/python" -m pip install -q "torch==2.13.0"
+"$venv/bin/python" -m pip install -q -e ".${extras:+[$extras]}"
+rm -f "$venv"/.installed-*
+touch "$stamp"

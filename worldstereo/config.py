@@ -1,0 +1,146 @@
+"""One settings object for the whole system: environment (``WORLDSTEREO_*``), an optional YAML file, defaults.
+
+Nested fields use ``__`` in environment names, e.g. ``WORLDSTEREO_STORAGE__ENDPOINT=minio:9000``.
+The YAML file is named by ``WORLDSTEREO_CONFIG``. Secrets are ``SecretStr``: they print as ``**********``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+TrajectoryName = Literal["orbit", "up", "right", "left"]
+
+
+class StorageSettings(BaseModel):
+    """Where objects and manifests live. ``local`` is a directory; ``s3`` is any S3-compatible server."""
+
+    backend: Literal["local", "s3"] = "local"
+    root: Path = Path(".worldstereo/store")
+    endpoint: str = "127.0.0.1:9000"
+    secure: bool = False
+    region: str = "us-east-1"
+    access_key: SecretStr = SecretStr("")
+    secret_key: SecretStr = SecretStr("")
+    input_bucket: str = "worldstereo-input"
+    work_bucket: str = "worldstereo-work"
+    multipart_part_size: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
+
+
+class RaySettings(BaseModel):
+    """Ray cluster to join; ``address=None`` starts a local one sized to this machine."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+    object_store_memory: int = 512 * 1024 * 1024
+
+
+class ModelPaths(BaseModel):
+    """Local weight locations. Nothing is ever downloaded."""
+
+    moge: Path | None = None
+    wan_i2v: Path | None = None
+    worldstereo_branches: Path | None = None
+    worldmirror: Path | None = None
+
+
+class TrajectorySettings(BaseModel):
+    """Camera paths (paper Appendix C)."""
+
+    order: tuple[TrajectoryName, ...] = ("orbit", "up", "right", "left")
+    up_deg: float = 45.0
+    left_deg: float = 90.0
+    right_deg: float = 90.0
+    orbit_radius_ratio: float = 0.3
+    num_frames: int = 81
+    num_keyframes: int = 21
+    shrink_for_collisions: bool = True
+
+
+class MemorySettings(BaseModel):
+    """Memory bank, retrieval (SSM) and 3D cache (GGM) parameters."""
+
+    bank_stride: int = 4
+    max_references: int = 8
+    frustum_near: float = 0.1
+    frustum_far: float = 10.0
+    voxel_ratio: float = 0.002
+    splat_radius: int = 1
+    far_depth_ratio: float = 8.0
+
+
+class PanoramaSettings(BaseModel):
+    """Equirectangular split into the initial memory bank."""
+
+    num_yaws: int = 9
+    pitches_deg: tuple[float, ...] = (0.0, 26.57, -26.57)
+    fov_x_deg: float = 120.0
+    fov_y_deg: float = 90.0
+    view_width: int = 832
+    view_height: int = 480
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Defaults run a whole batch on one machine with no external services."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WORLDSTEREO_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    storage: StorageSettings = StorageSettings()
+    ray: RaySettings = RaySettings()
+    models: ModelPaths = ModelPaths()
+    trajectory: TrajectorySettings = TrajectorySettings()
+    memory: MemorySettings = MemorySettings()
+    panorama: PanoramaSettings = PanoramaSettings()
+    device: str = "auto"
+    depth_backend: Literal["sidecar", "moge"] = "sidecar"
+    generator: str = "oracle"
+    reconstructor: str = "rendered-depth"
+    resolution: tuple[int, int] = (480, 768)
+    max_input_pixels: int = 64_000_000
+    seed: int = 0
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value != "auto" and not value.startswith(("cpu", "cuda", "meta")):
+            raise ValueError(f"device must be auto, cpu, cuda[:N] or meta, not {value!r}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("WORLDSTEREO_CONFIG")
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    def resolved_device(self) -> str:
+        """``auto`` → ``cuda`` when available, else ``cpu``."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from init overrides > environment > YAML file > defaults."""
+    return Settings(**overrides)
