@@ -1,0 +1,201 @@
+"""The object-store interface every backend implements, with keys and buckets validated once, here."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+
+from worldstereo.errors import PermanentError
+from worldstereo.storage.keys import PARTIAL_SUFFIX, validate_bucket, validate_key, validate_prefix
+
+
+class ObjectNotFoundError(PermanentError, FileNotFoundError):
+    """The object (or its bucket) does not exist."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What ``stat`` reports. ``etag`` changes whenever the content does (MD5 hex for single-part writes)."""
+
+    key: str
+    size: int
+    etag: str
+    modified: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectEntry:
+    """One listing entry: an object, or (non-recursive listings only) a common prefix ending in ``/``."""
+
+    key: str
+    size: int
+    is_prefix: bool = False
+
+
+@contextmanager
+def staged_file(target: Path) -> Iterator[Path]:
+    """A fresh ``*.partial`` file next to ``target`` (created O_CREAT|O_EXCL); removed unless moved away.
+
+    Fill it, then ``os.replace`` it onto ``target``: readers see the old file or the whole new one.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=PARTIAL_SUFFIX)
+    os.fchmod(fd, 0o644)
+    os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+class ObjectStore(ABC):
+    """Buckets of objects addressed by ``/``-separated keys.
+
+    Public methods validate the bucket and key, create buckets on first write, and delegate to the
+    backend's ``_``-methods. Reads of a missing object or bucket raise ``ObjectNotFoundError``, keys
+    a backend cannot hold raise ``InvalidKeyError``, and other backend failures ``StorageError``.
+    """
+
+    def __init__(self) -> None:
+        self._ready_buckets: set[str] = set()
+
+    # --- buckets ------------------------------------------------------------------------------
+    def ensure_bucket(self, bucket: str) -> None:
+        """Create ``bucket`` unless it exists."""
+        validate_bucket(bucket)
+        if bucket not in self._ready_buckets:
+            self._ensure_bucket(bucket)
+            self._ready_buckets.add(bucket)
+
+    def _writable(self, bucket: str, key: str) -> None:
+        validate_key(key)
+        self.ensure_bucket(bucket)
+
+    @staticmethod
+    def _readable(bucket: str, key: str) -> None:
+        validate_bucket(bucket)
+        validate_key(key)
+
+    # --- objects ------------------------------------------------------------------------------
+    def put_bytes(self, bucket: str, key: str, data: bytes) -> None:
+        """Write (or replace) an object atomically: readers see the old or the new content."""
+        self._writable(bucket, key)
+        self._put_bytes(bucket, key, bytes(data))
+
+    def put_file(self, bucket: str, key: str, path: str | Path) -> None:
+        """Upload a local file as an object."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no local file {path} to upload")
+        self._writable(bucket, key)
+        self._put_file(bucket, key, path)
+
+    def put_if_absent(self, bucket: str, key: str, data: bytes) -> bool:
+        """Create the object only if no object has that key. True if this call created it."""
+        self._writable(bucket, key)
+        return self._put_if_absent(bucket, key, bytes(data))
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        """The whole content of an object."""
+        self._readable(bucket, key)
+        return self._get_bytes(bucket, key)
+
+    def get_file(self, bucket: str, key: str, path: str | Path) -> Path:
+        """Download an object to ``path`` (parents created, written atomically); returns ``path``."""
+        self._readable(bucket, key)
+        path = Path(path)
+        with staged_file(path) as temp:
+            self._download(bucket, key, temp)
+            os.replace(temp, path)
+        return path
+
+    def exists(self, bucket: str, key: str) -> bool:
+        """Whether an object has this key."""
+        self._readable(bucket, key)
+        return self._exists(bucket, key)
+
+    def stat(self, bucket: str, key: str) -> ObjectInfo:
+        """Size, etag and modification time of an object."""
+        self._readable(bucket, key)
+        return self._stat(bucket, key)
+
+    def list(self, bucket: str, prefix: str = "", recursive: bool = True) -> Iterator[ObjectEntry]:
+        """Objects whose key starts with ``prefix``, in UTF-8 key order.
+
+        Non-recursive listings stop at the next ``/`` after the prefix and report each deeper level
+        once, as an entry with ``is_prefix=True``. A missing bucket lists nothing.
+        """
+        validate_bucket(bucket)
+        validate_prefix(prefix)
+        return self._list(bucket, prefix, recursive)
+
+    def delete(self, bucket: str, key: str) -> None:
+        """Remove an object; removing a missing object is not an error."""
+        self._readable(bucket, key)
+        self._delete(bucket, key)
+
+    def delete_prefix(self, bucket: str, prefix: str) -> int:
+        """Remove every object under ``prefix``; returns how many were removed."""
+        keys = [entry.key for entry in self.list(bucket, prefix, recursive=True)]
+        if keys:
+            self._delete_many(bucket, keys)
+        return len(keys)
+
+    # --- Parquet ------------------------------------------------------------------------------
+    def read_table(self, bucket: str, key: str, columns: Sequence[str] | None = None) -> pa.Table:
+        """Read a Parquet object, optionally only some columns."""
+        self._readable(bucket, key)
+        return self._read_table(bucket, key, None if columns is None else list(columns))
+
+    def write_table(self, bucket: str, key: str, table: pa.Table) -> None:
+        """Write a table as one Parquet object, atomically."""
+        self._writable(bucket, key)
+        self._write_table(bucket, key, table)
+
+    # --- backend hooks (arguments already validated) ------------------------------------------
+    @abstractmethod
+    def _ensure_bucket(self, bucket: str) -> None: ...
+
+    @abstractmethod
+    def _put_bytes(self, bucket: str, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def _put_file(self, bucket: str, key: str, path: Path) -> None: ...
+
+    @abstractmethod
+    def _put_if_absent(self, bucket: str, key: str, data: bytes) -> bool: ...
+
+    @abstractmethod
+    def _get_bytes(self, bucket: str, key: str) -> bytes: ...
+
+    @abstractmethod
+    def _download(self, bucket: str, key: str, path: Path) -> None: ...
+
+    @abstractmethod
+    def _exists(self, bucket: str, key: str) -> bool: ...
+
+    @abstractmethod
+    def _stat(self, bucket: str, key: str) -> ObjectInfo: ...
+
+    @abstractmethod
+    def _list(self, bucket: str, prefix: str, recursive: bool) -> Iterator[ObjectEntry]: ...
+
+    @abstractmethod
+    def _delete(self, bucket: str, key: str) -> None: ...
+
+    @abstractmethod
+    def _delete_many(self, bucket: str, keys: list[str]) -> None: ...
+
+    @abstractmethod
+    def _read_table(self, bucket: str, key: str, columns: list[str] | None) -> pa.Table: ...
+
+    @abstractmethod
+    def _write_table(self, bucket: str, key: str, table: pa.Table) -> None: ...

@@ -1,0 +1,305 @@
+"""Parquet manifests in the work bucket: the scene catalog and per-scene stage records."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+import pyarrow as pa
+
+from worldstereo.errors import InvalidKeyError
+from worldstereo.storage.base import ObjectNotFoundError, ObjectStore
+from worldstereo.storage.keys import (
+    catalog_key,
+    record_key,
+    records_prefix,
+    scene_id_from_key,
+    validate_key,
+    validate_name,
+    validate_scene_id,
+)
+from worldstereo.storage.schemas import (
+    CATALOG_SCHEMA,
+    STAGE_RECORD_SCHEMA,
+    InputKind,
+    SceneStatus,
+    conform,
+)
+
+Clock = Callable[[], datetime]
+
+# Allowed status changes; a failed or interrupted scene is retried by going back to running.
+_TRANSITIONS: Mapping[SceneStatus, frozenset[SceneStatus]] = {
+    SceneStatus.PENDING: frozenset({SceneStatus.RUNNING, SceneStatus.FAILED}),
+    SceneStatus.RUNNING: frozenset({SceneStatus.DONE, SceneStatus.FAILED, SceneStatus.PENDING}),
+    SceneStatus.FAILED: frozenset({SceneStatus.RUNNING, SceneStatus.PENDING}),
+    SceneStatus.DONE: frozenset({SceneStatus.PENDING}),
+}
+
+
+def utc_now() -> datetime:
+    """The default clock."""
+    return datetime.now(UTC)
+
+
+def _utc(moment: datetime, name: str) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError(f"{name} must be timezone-aware")
+    return moment.astimezone(UTC)
+
+
+def content_hash(data: bytes) -> str:
+    """Identity of an input's bytes: two keys with the same hash are the same scene."""
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+@dataclass(frozen=True, slots=True)
+class InputObject:
+    """An input found in the input bucket, ready to register."""
+
+    key: str
+    kind: InputKind
+    content_hash: str
+
+    @classmethod
+    def from_bytes(cls, key: str, kind: InputKind, data: bytes) -> InputObject:
+        return cls(key=key, kind=kind, content_hash=content_hash(data))
+
+
+@dataclass(frozen=True, slots=True)
+class SceneEntry:
+    """One catalog row."""
+
+    scene_id: str
+    input_key: str
+    input_kind: InputKind
+    content_hash: str
+    status: SceneStatus
+    attempts: int
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def __post_init__(self) -> None:
+        validate_scene_id(self.scene_id)
+        validate_key(self.input_key)
+        object.__setattr__(self, "input_kind", InputKind(self.input_kind))
+        object.__setattr__(self, "status", SceneStatus(self.status))
+        object.__setattr__(self, "created_at", _utc(self.created_at, "created_at"))
+        object.__setattr__(self, "updated_at", _utc(self.updated_at, "updated_at"))
+        if self.attempts < 0:
+            raise ValueError(f"attempts must be >= 0, got {self.attempts}")
+        if (self.error is not None) != (self.status is SceneStatus.FAILED):
+            raise ValueError(f"scene {self.scene_id}: an error message goes with status failed, and only with it")
+
+
+@dataclass(frozen=True, slots=True)
+class StageRecord:
+    """A finished stage of a scene (per trajectory where it applies) and the objects it wrote."""
+
+    scene_id: str
+    stage: str
+    output_keys: tuple[str, ...]
+    duration_s: float
+    trajectory: str | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    finished_at: datetime = field(default_factory=utc_now)
+
+    def __post_init__(self) -> None:
+        validate_scene_id(self.scene_id)
+        validate_name(self.stage, "stage")
+        if self.trajectory is not None:
+            validate_name(self.trajectory, "trajectory")
+        object.__setattr__(self, "output_keys", tuple(validate_key(k) for k in self.output_keys))
+        object.__setattr__(self, "metrics", MappingProxyType({str(k): float(v) for k, v in self.metrics.items()}))
+        object.__setattr__(self, "finished_at", _utc(self.finished_at, "finished_at"))
+        if not self.duration_s >= 0:
+            raise ValueError(f"duration_s must be >= 0, got {self.duration_s}")
+
+    @property
+    def key(self) -> str:
+        """Where this record lives in the work bucket."""
+        return record_key(self.scene_id, self.stage, self.trajectory)
+
+
+def _catalog_table(entries: Iterable[SceneEntry]) -> pa.Table:
+    return pa.Table.from_pylist([asdict(entry) for entry in entries], schema=CATALOG_SCHEMA)
+
+
+def _records_table(records: Iterable[StageRecord]) -> pa.Table:
+    rows = [
+        {
+            "scene_id": r.scene_id,
+            "stage": r.stage,
+            "trajectory": r.trajectory,
+            "output_keys": list(r.output_keys),
+            "metrics": dict(r.metrics),
+            "duration_s": r.duration_s,
+            "finished_at": r.finished_at,
+        }
+        for r in records
+    ]
+    return pa.Table.from_pylist(rows, schema=STAGE_RECORD_SCHEMA)
+
+
+def _record_from_row(row: dict[str, Any]) -> StageRecord:
+    return StageRecord(**{**row, "output_keys": tuple(row["output_keys"]), "metrics": dict(row["metrics"])})
+
+
+class Catalog:
+    """The scene catalog: one Parquet object in the work bucket, rewritten whole on every change.
+
+    Single writer: the batch flow is the only process that changes the catalog (read-modify-write
+    without locking would lose concurrent updates). Any number of processes may read it.
+    """
+
+    def __init__(self, store: ObjectStore, bucket: str, *, clock: Clock = utc_now) -> None:
+        self._store = store
+        self._bucket = bucket
+        self._key = catalog_key()
+        self._clock = clock
+
+    def table(self) -> pa.Table:
+        """All rows; an empty table before the first write."""
+        try:
+            table = self._store.read_table(self._bucket, self._key)
+        except ObjectNotFoundError:
+            return CATALOG_SCHEMA.empty_table()
+        return conform(table, CATALOG_SCHEMA, f"{self._bucket}/{self._key}")
+
+    def entries(self) -> list[SceneEntry]:
+        """All rows as entries, by scene id."""
+        return [SceneEntry(**row) for row in self.table().to_pylist()]
+
+    def get(self, scene_id: str) -> SceneEntry:
+        """One scene's row; ``KeyError`` if it is not in the catalog."""
+        entry = self._by_id().get(scene_id)
+        if entry is None:
+            raise KeyError(f"scene {scene_id!r} is not in the catalog")
+        return entry
+
+    def by_status(self, *statuses: SceneStatus) -> list[SceneEntry]:
+        """Scenes in any of ``statuses``, by scene id."""
+        wanted = {SceneStatus(s) for s in statuses}
+        return [entry for entry in self.entries() if entry.status in wanted]
+
+    def upsert(self, entries: Iterable[SceneEntry]) -> None:
+        """Insert or replace rows by scene id."""
+        current = self._by_id()
+        current.update({entry.scene_id: entry for entry in entries})
+        self._write(current)
+
+    def register(self, inputs: Iterable[InputObject]) -> list[SceneEntry]:
+        """Add new inputs as pending scenes; returns the added rows.
+
+        An input is skipped when its key is already registered or its content hash already is
+        (the same bytes under another key are the same scene). Inputs are taken in key order, so
+        of several new keys with equal content the smallest one wins.
+        """
+        current = self._by_id()
+        keys = {entry.input_key for entry in current.values()}
+        hashes = {entry.content_hash for entry in current.values()}
+        now = self._clock()
+        added: list[SceneEntry] = []
+        for item in sorted(inputs, key=lambda i: i.key):
+            if item.key in keys or item.content_hash in hashes:
+                continue
+            scene_id = scene_id_from_key(item.key)
+            if scene_id in current:
+                raise InvalidKeyError(f"inputs {item.key!r} and {current[scene_id].input_key!r} map to one scene id")
+            entry = SceneEntry(
+                scene_id=scene_id,
+                input_key=item.key,
+                input_kind=item.kind,
+                content_hash=item.content_hash,
+                status=SceneStatus.PENDING,
+                attempts=0,
+                error=None,
+                created_at=now,
+                updated_at=now,
+            )
+            current[scene_id] = entry
+            keys.add(item.key)
+            hashes.add(item.content_hash)
+            added.append(entry)
+        if added:
+            self._write(current)
+        return added
+
+    def set_status(self, scene_id: str, status: SceneStatus, error: str | None = None) -> SceneEntry:
+        """Move a scene to ``status``; entering running counts an attempt; failed needs an error message."""
+        current = self._by_id()
+        entry = current.get(scene_id)
+        if entry is None:
+            raise KeyError(f"scene {scene_id!r} is not in the catalog")
+        status = SceneStatus(status)
+        if status not in _TRANSITIONS[entry.status]:
+            raise ValueError(f"scene {scene_id}: cannot go from {entry.status} to {status}")
+        if status is SceneStatus.FAILED and not error:
+            raise ValueError(f"scene {scene_id}: a failed status needs an error message")
+        updated = replace(
+            entry,
+            status=status,
+            attempts=entry.attempts + (status is SceneStatus.RUNNING),
+            error=error if status is SceneStatus.FAILED else None,
+            updated_at=self._clock(),
+        )
+        current[scene_id] = updated
+        self._write(current)
+        return updated
+
+    def _by_id(self) -> dict[str, SceneEntry]:
+        return {entry.scene_id: entry for entry in self.entries()}
+
+    def _write(self, entries: dict[str, SceneEntry]) -> None:
+        ordered = [entries[scene_id] for scene_id in sorted(entries)]
+        self._store.write_table(self._bucket, self._key, _catalog_table(ordered))
+
+
+class StageRecords:
+    """Stage records of scenes: one Parquet object per (scene, stage, trajectory) in the work bucket.
+
+    Writing a record again replaces it, so re-running a stage never duplicates rows. Output keys
+    are keys of the same bucket.
+    """
+
+    def __init__(self, store: ObjectStore, bucket: str) -> None:
+        self._store = store
+        self._bucket = bucket
+
+    def write(self, record: StageRecord) -> str:
+        """Store ``record`` (after its outputs are written); returns its key."""
+        self._store.write_table(self._bucket, record.key, _records_table([record]))
+        return record.key
+
+    def read(self, scene_id: str, stage: str, trajectory: str | None = None) -> StageRecord | None:
+        """The record, or None if the stage has not finished."""
+        key = record_key(scene_id, stage, trajectory)
+        try:
+            table = self._store.read_table(self._bucket, key)
+        except ObjectNotFoundError:
+            return None
+        rows = conform(table, STAGE_RECORD_SCHEMA, f"{self._bucket}/{key}").to_pylist()
+        return _record_from_row(rows[0]) if rows else None
+
+    def is_done(self, scene_id: str, stage: str, trajectory: str | None = None) -> bool:
+        """True only if the record exists and every output it names exists."""
+        record = self.read(scene_id, stage, trajectory)
+        return record is not None and all(self._store.exists(self._bucket, key) for key in record.output_keys)
+
+    def table(self, scene_id: str) -> pa.Table:
+        """All records of a scene, in key order; an empty table if none."""
+        tables = [
+            conform(self._store.read_table(self._bucket, entry.key), STAGE_RECORD_SCHEMA, f"{self._bucket}/{entry.key}")
+            for entry in self._store.list(self._bucket, records_prefix(scene_id))
+            if entry.key.endswith(".parquet")
+        ]
+        return pa.concat_tables(tables) if tables else STAGE_RECORD_SCHEMA.empty_table()
+
+    def records(self, scene_id: str) -> list[StageRecord]:
+        """All records of a scene as dataclasses."""
+        return [_record_from_row(row) for row in self.table(scene_id).to_pylist()]
