@@ -1,0 +1,279 @@
+"""Reading one input scene: an image, an optional depth sidecar and an optional camera file.
+
+Input layout (files in a directory or objects under a key prefix; ``NAME`` is any base name)::
+
+    NAME.png | NAME.jpg | NAME.jpeg | NAME.webp
+        The image. Decoded to RGB (alpha dropped, EXIF orientation applied); at least 32 px a side
+        and at most ``max_input_pixels`` pixels.
+    NAME.depth.npy     (optional)
+        Float array [H,W] of the image's size, in metres: z-depth along the optical axis for a
+        perspective image, Euclidean distance from the centre for a panorama. 0 marks an unknown
+        pixel and +inf a pixel with no surface (sky); NaN and negative values are rejected.
+    NAME.camera.json   (optional; UTF-8 JSON object, unknown fields rejected)
+        Perspective: {"kind": "perspective",
+                      "K": [[fx, s, cx], [0, fy, cy], [0, 0, 1]],
+                      "c2w": [[r11, r12, r13, tx], ..., [0, 0, 0, 1]],
+                      "height": H, "width": W, "scene": {...}}
+            K in pixels, pixel centres at integer + 0.5. c2w is camera-to-world in OpenCV axes
+            (x right, y down, z forward), identity when omitted.
+        Panorama:    {"kind": "panorama", "height": H, "width": W, "scene": {...}}
+            A 2:1 (±1%) equirectangular image in a z-up world centred at the origin
+            (conventions of ``worldstereo.geometry.spherical``).
+        "height" and "width" are optional and must equal the image size when given. "scene" is
+        optional and names the synthetic scene the image was rendered from:
+        {"kind": "room" | "object" | "panorama360", "seed": <non-negative int>}.
+
+Without a camera file an image is a perspective view of unknown intrinsics and pose.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    PositiveInt,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+from torch import Tensor
+
+from worldstereo.errors import InvalidInputError, InvalidKeyError
+from worldstereo.geometry.camera import Camera
+from worldstereo.synthetic.scenes import SceneKind
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+DEPTH_SUFFIX = ".depth.npy"
+CAMERA_SUFFIX = ".camera.json"
+MIN_SIDE = 32
+PANORAMA_ASPECT_TOLERANCE = 0.01  # relative deviation from 2:1
+_FORMATS = {"PNG", "JPEG", "WEBP"}
+_ORTHONORMAL_TOLERANCE = 1e-4
+
+InputKind = Literal["perspective", "panorama"]
+
+
+@dataclass(frozen=True, eq=False)
+class SceneInput:
+    """A validated input; ``camera`` is set only for a perspective image with a camera file."""
+
+    kind: InputKind
+    rgb: Tensor  # [H,W,3] float32 in [0,1]
+    depth: Tensor | None  # [H,W] float64 metres; 0 unknown, inf no surface
+    camera: Camera | None
+    scene: dict | None  # {"kind": ..., "seed": ...} of a synthetic scene
+
+    @property
+    def height(self) -> int:
+        return self.rgb.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.rgb.shape[1]
+
+
+# --- keys -------------------------------------------------------------------------------------
+def is_input_image(key: str) -> bool:
+    """Whether ``key`` names an input image (not a sidecar, not a hidden file)."""
+    name = key.rsplit("/", 1)[-1]
+    stem, dot, extension = name.rpartition(".")
+    return (
+        bool(dot and stem)
+        and not name.startswith(".")
+        and f".{extension.lower()}" in IMAGE_EXTENSIONS
+        and not stem.endswith((".depth", ".camera"))
+    )
+
+
+def sidecar_keys(image_key: str) -> tuple[str, str]:
+    """Depth and camera sidecar keys of an image key: ``a/NAME.png → (a/NAME.depth.npy, a/NAME.camera.json)``."""
+    if not is_input_image(image_key):
+        raise InvalidKeyError(f"{image_key!r} is not an input image key ({', '.join(IMAGE_EXTENSIONS)})")
+    stem = image_key.rpartition(".")[0]
+    return stem + DEPTH_SUFFIX, stem + CAMERA_SUFFIX
+
+
+# --- camera file ------------------------------------------------------------------------------
+Row3 = tuple[FiniteFloat, FiniteFloat, FiniteFloat]
+Row4 = tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat]
+_IDENTITY: tuple[Row4, ...] = tuple(tuple(float(i == j) for j in range(4)) for i in range(4))  # type: ignore[misc]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _SceneSpec(_Strict):
+    kind: SceneKind
+    seed: Annotated[int, Field(ge=0, strict=True)]
+
+
+class _PerspectiveFile(_Strict):
+    kind: Literal["perspective"]
+    K: tuple[Row3, Row3, Row3]
+    c2w: tuple[Row4, Row4, Row4, Row4] = _IDENTITY  # type: ignore[assignment]
+    height: PositiveInt | None = None
+    width: PositiveInt | None = None
+    scene: _SceneSpec | None = None
+
+    @field_validator("K")
+    @classmethod
+    def _intrinsics(cls, K: tuple[Row3, Row3, Row3]) -> tuple[Row3, Row3, Row3]:
+        if K[1][0] != 0 or K[2] != (0, 0, 1):
+            raise ValueError("must be [[fx, s, cx], [0, fy, cy], [0, 0, 1]]")
+        if K[0][0] <= 0 or K[1][1] <= 0:
+            raise ValueError("focal lengths must be positive")
+        return K
+
+    @field_validator("c2w")
+    @classmethod
+    def _rigid(cls, c2w: tuple[Row4, ...]) -> tuple[Row4, ...]:
+        if c2w[3] != (0, 0, 0, 1):
+            raise ValueError("last row must be [0, 0, 0, 1]")
+        R = np.array(c2w)[:3, :3]
+        if not np.allclose(R @ R.T, np.eye(3), atol=_ORTHONORMAL_TOLERANCE) or np.linalg.det(R) <= 0:
+            raise ValueError("rotation must be orthonormal with determinant +1")
+        return c2w
+
+
+class _PanoramaFile(_Strict):
+    kind: Literal["panorama"]
+    height: PositiveInt | None = None
+    width: PositiveInt | None = None
+    scene: _SceneSpec | None = None
+
+
+_CameraFile = _PerspectiveFile | _PanoramaFile
+_CAMERA_FILE = TypeAdapter(Annotated[_CameraFile, Field(discriminator="kind")])
+
+
+def _parse_camera_file(data: bytes) -> _CameraFile:
+    try:
+        return _CAMERA_FILE.validate_json(data)
+    except ValidationError as error:
+        detail = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']) or 'document'}: {e['msg']}" for e in error.errors()
+        )
+        raise InvalidInputError(f"malformed camera JSON: {detail}") from None
+
+
+def perspective_document(camera: Camera, scene: dict | None = None) -> dict:
+    """The camera file of a single perspective camera."""
+    if len(camera) != 1:
+        raise ValueError(f"a camera file holds one camera, got {len(camera)}")
+    document = {
+        "kind": "perspective",
+        "K": camera.K[0].tolist(),
+        "c2w": camera.c2w[0].tolist(),
+        "height": camera.height,
+        "width": camera.width,
+    }
+    return document | ({"scene": scene} if scene is not None else {})
+
+
+def panorama_document(height: int, width: int, scene: dict | None = None) -> dict:
+    """The camera file of an equirectangular panorama."""
+    document = {"kind": "panorama", "height": height, "width": width}
+    return document | ({"scene": scene} if scene is not None else {})
+
+
+# --- image and depth --------------------------------------------------------------------------
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise InvalidInputError(f"image of {width}x{height} exceeds the limit of {max_pixels} pixels")
+    if min(width, height) < MIN_SIDE:
+        raise InvalidInputError(f"image of {width}x{height} is too small (at least {MIN_SIDE} px a side)")
+
+
+def _decode_image(data: bytes, max_pixels: int) -> Tensor:
+    """RGB ``[H,W,3]`` float32 in ``[0,1]``; dimensions are checked from the header before decoding."""
+    if not data:
+        raise InvalidInputError("image is empty (0 bytes)")
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InvalidInputError(f"image exceeds the limit of {max_pixels} pixels (read from its header)") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            raise InvalidInputError("not an image (unrecognised format or corrupt header)") from None
+    with image:
+        if image.format not in _FORMATS:
+            raise InvalidInputError(f"unsupported image format {image.format}; expected PNG, JPEG or WebP")
+        _check_size(*image.size, max_pixels)
+        try:
+            image.load()
+            rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        except (OSError, SyntaxError, ValueError, EOFError) as error:
+            raise InvalidInputError(f"image is truncated or corrupt: {error}") from None
+    return torch.from_numpy(rgb.astype(np.float32) / 255.0)
+
+
+def _decode_depth(data: bytes, shape: tuple[int, int]) -> Tensor:
+    """Depth ``[H,W]`` float64 from ``.npy`` bytes; the header is checked before the data is read."""
+    if not data:
+        raise InvalidInputError("depth sidecar is empty (0 bytes)")
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        array_shape, _, dtype = read_header(stream)
+    except (ValueError, OSError, EOFError) as error:
+        raise InvalidInputError(f"depth sidecar is not a .npy array: {error}") from None
+    if dtype.kind != "f":
+        raise InvalidInputError(f"depth sidecar must hold floating-point values, got {dtype}")
+    if tuple(array_shape) != shape:
+        raise InvalidInputError(f"depth sidecar has shape {tuple(array_shape)}, the image is {shape}")
+    try:
+        depth = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise InvalidInputError(f"depth sidecar is truncated or corrupt: {error}") from None
+    if np.isnan(depth).any():
+        raise InvalidInputError("depth sidecar contains NaN")
+    if (depth < 0).any():
+        raise InvalidInputError("depth sidecar contains negative values")
+    if not (np.isfinite(depth) & (depth > 0)).any():
+        raise InvalidInputError("depth sidecar has no valid value (all zero or infinite)")
+    return torch.from_numpy(depth.astype(np.float64))
+
+
+def _check_stated_size(document: _CameraFile, height: int, width: int) -> None:
+    for name, stated, actual in (("height", document.height, height), ("width", document.width, width)):
+        if stated is not None and stated != actual:
+            raise InvalidInputError(f"camera file says {name} {stated}, the image has {actual}")
+
+
+def load_input(
+    image_bytes: bytes, depth_bytes: bytes | None, camera_json: bytes | None, *, max_pixels: int
+) -> SceneInput:
+    """Validate and decode one input; raises ``InvalidInputError`` with the reason on bad input."""
+    document = None if camera_json is None else _parse_camera_file(camera_json)
+    rgb = _decode_image(image_bytes, max_pixels)
+    height, width = rgb.shape[:2]
+    if document is not None:
+        _check_stated_size(document, height, width)
+    kind: InputKind = "perspective" if document is None else document.kind
+    if kind == "panorama" and abs(width / height / 2 - 1) > PANORAMA_ASPECT_TOLERANCE:
+        raise InvalidInputError(f"panorama of {width}x{height} is not 2:1 (±{PANORAMA_ASPECT_TOLERANCE:.0%})")
+    camera = None
+    if isinstance(document, _PerspectiveFile):
+        K = torch.tensor(document.K, dtype=torch.float64)[None]
+        camera = Camera(K, torch.tensor(document.c2w, dtype=torch.float64)[None], height, width)
+    return SceneInput(
+        kind=kind,
+        rgb=rgb,
+        depth=None if depth_bytes is None else _decode_depth(depth_bytes, (height, width)),
+        camera=camera,
+        scene=None if document is None or document.scene is None else document.scene.model_dump(),
+    )
