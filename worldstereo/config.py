@@ -61,21 +61,26 @@ class TrajectorySettings(BaseModel):
     left_deg: float = 90.0
     right_deg: float = 90.0
     orbit_radius_ratio: float = 0.3
-    num_frames: int = 81
-    num_keyframes: int = 21
+    num_frames: int = Field(default=81, ge=2)
+    num_keyframes: int | None = Field(default=None, ge=1)
     shrink_for_collisions: bool = True
+
+    @property
+    def keyframes(self) -> int:
+        """Frames per trajectory that are reconstructed and kept in the memory bank (default: every 4th)."""
+        return min(self.num_keyframes or (self.num_frames - 1) // 4 + 1, self.num_frames)
 
 
 class MemorySettings(BaseModel):
     """Memory bank, retrieval (SSM) and 3D cache (GGM) parameters."""
 
-    bank_stride: int = 4
     max_references: int = 8
     frustum_near: float = 0.1
     frustum_far: float = 10.0
     voxel_ratio: float = 0.002
     splat_radius: int = 1
     far_depth_ratio: float = 8.0
+    edge_threshold: float = 0.05
 
 
 class PanoramaSettings(BaseModel):
@@ -87,6 +92,8 @@ class PanoramaSettings(BaseModel):
     fov_y_deg: float = 90.0
     view_width: int = 832
     view_height: int = 480
+    start_views: int = 3
+    cloud_stride: int = 1
 
 
 class Settings(BaseSettings):
@@ -106,7 +113,9 @@ class Settings(BaseSettings):
     depth_backend: Literal["sidecar", "moge"] = "sidecar"
     generator: str = "oracle"
     reconstructor: str = "rendered-depth"
-    resolution: tuple[int, int] = (480, 768)
+    resolution_scale: float = Field(default=1.0, gt=0.0, le=2.0)
+    default_fov_deg: float = 60.0
+    video_fps: int = 16
     max_input_pixels: int = 64_000_000
     seed: int = 0
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from worldstereo.errors import InvalidInputError
+
 
 @dataclass(frozen=True)
 class Camera:
@@ -68,6 +70,24 @@ class Camera:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Camera:
         return Camera(self.K.to(device, dtype), self.c2w.to(device, dtype), self.height, self.width)
+
+    def resized(self, height: int, width: int) -> Camera:
+        """The same cameras for the image resampled to ``height x width``: pixel edges map to pixel edges (x' = s x)."""
+        if height <= 0 or width <= 0:
+            raise InvalidInputError(f"image size must be positive, got {height}x{width}")
+        scale = torch.tensor([width / self.width, height / self.height, 1.0], dtype=self.dtype, device=self.device)
+        return Camera(self.K * scale[:, None], self.c2w, height, width)
+
+    def cropped(self, top: int, left: int, height: int, width: int) -> Camera:
+        """The same cameras for the window ``[top, top+height) x [left, left+width)`` of the image (x' = x - left)."""
+        if top < 0 or left < 0 or height <= 0 or width <= 0 or top + height > self.height or left + width > self.width:
+            raise InvalidInputError(
+                f"crop ({top}, {left}, {height}, {width}) does not fit in a {self.height}x{self.width} image"
+            )
+        K = self.K.clone()
+        K[:, 0, 2] -= left
+        K[:, 1, 2] -= top
+        return Camera(K, self.c2w, height, width)
 
     @property
     def device(self) -> torch.device:

@@ -1,0 +1,88 @@
+"""The ``scene-batch`` flow: register new inputs, fan out per-scene pipelines, report a status table.
+
+Scenes run concurrently (at most ``concurrency`` at once) and are isolated: a failing scene is recorded
+as failed in the catalog with its reason and never fails the others. A scene that is done is not run
+again; ``rerun_failed`` picks up failed scenes (resuming from their last finished stage).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from tasks.artifacts import BatchProgress, publish_batch_table
+from tasks.stages import SceneOutcome, process_scene, register_inputs
+from worldstereo.config import Settings, load_settings
+from worldstereo.storage.factory import open_store
+from worldstereo.storage.manifests import Catalog, SceneEntry
+from worldstereo.storage.schemas import SceneStatus
+
+DEFAULT_CONCURRENCY = 2
+
+
+def batch_settings(
+    generator: str | None = None,
+    reconstructor: str | None = None,
+    depth: str | None = None,
+    trajectory: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Settings from the environment / YAML with the flow's parameters merged on top (nested dicts merge)."""
+    update: dict[str, Any] = dict(overrides or {})
+    named = {"generator": generator, "reconstructor": reconstructor, "depth_backend": depth, "trajectory": trajectory}
+    update |= {k: v for k, v in named.items() if v is not None}
+    return Settings.model_validate(_merge(load_settings().model_dump(), update))
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def select_scenes(
+    catalog: Catalog, new_ids: list[str], scene_ids: list[str] | None, rerun_failed: bool, limit: int | None
+) -> list[SceneEntry]:
+    """Pending scenes (and failed ones when asked), optionally only the named ones, at most ``limit``."""
+    statuses = [SceneStatus.PENDING] + ([SceneStatus.FAILED] if rerun_failed else [])
+    chosen = [e for e in catalog.by_status(*statuses) if scene_ids is None or e.scene_id in scene_ids]
+    chosen.sort(key=lambda e: (e.scene_id not in new_ids, e.created_at, e.scene_id))
+    return chosen if limit is None else chosen[:limit]
+
+
+@flow(name="scene-batch", log_prints=True)
+def scene_batch(
+    input_prefix: str = "",
+    limit: int | None = None,
+    scene_ids: list[str] | None = None,
+    rerun_failed: bool = False,
+    generator: str | None = None,
+    reconstructor: str | None = None,
+    depth: str | None = None,
+    trajectory: dict[str, Any] | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    overrides: dict[str, Any] | None = None,
+) -> list[dict]:
+    """Process the input bucket's new (and optionally failed) scenes; returns one status row per scene."""
+    settings = batch_settings(generator, reconstructor, depth, trajectory, overrides)
+    logger = get_run_logger()
+    new_ids = register_inputs(settings, input_prefix)
+    catalog = Catalog(open_store(settings.storage), settings.storage.work_bucket)
+    selected = select_scenes(catalog, new_ids, scene_ids, rerun_failed, limit)
+    logger.info("%d scenes to run (%d newly registered)", len(selected), len(new_ids))
+    progress = BatchProgress(len(selected))
+    outcomes: list[SceneOutcome] = []
+    with ThreadPoolTaskRunner(max_workers=max(1, concurrency)) as runner:
+        futures = [runner.submit(process_scene, {"settings": settings, "entry": entry}) for entry in selected]
+        for future in futures:
+            outcomes.append(future.result())
+            progress.advance()
+    rows = [o.row() for o in outcomes]
+    publish_batch_table(rows, flow_run.get_name())
+    failed = sum(o.status == "failed" for o in outcomes)
+    logger.info("%d done, %d failed", len(outcomes) - failed, failed)
+    return rows

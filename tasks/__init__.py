@@ -1,0 +1,1 @@
+"""Prefect tasks and Ray actors that wrap the worldstereo library."""

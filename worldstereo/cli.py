@@ -1,0 +1,142 @@
+"""The ``worldstereo`` command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(help="WorldStereo: single images and 360° panoramas to explorable 3D scenes.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print figures (and write them with --json).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+JsonOption = Annotated[Optional[Path], typer.Option("--json", help="Also write the result as JSON to this file.")]
+
+
+def _emit(result: dict, text: str, json_path: Path | None) -> None:
+    typer.echo(text)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2, sort_keys=True))
+        typer.echo(f"wrote {json_path}")
+
+
+@app.command()
+def config() -> None:
+    """Print the effective settings (secrets masked)."""
+    from worldstereo.config import load_settings
+
+    typer.echo(load_settings().model_dump_json(indent=2))
+
+
+@app.command()
+def samples(
+    out_dir: Annotated[Path, typer.Argument(help="Directory to write the sample inputs into.")],
+    seed: int = 0,
+) -> None:
+    """Write synthetic perspective and panorama inputs (image + depth sidecar + camera JSON)."""
+    from worldstereo.synthetic.samples import write_samples
+
+    for path in write_samples(out_dir, seed=seed):
+        typer.echo(str(path))
+
+
+def _settings(**overrides: object):
+    """Settings from the environment/YAML with command-line overrides applied (``None`` = not given)."""
+    from worldstereo.config import load_settings
+
+    base = load_settings()
+    updates = {k: v for k, v in overrides.items() if v is not None}
+    trajectory = {k: updates.pop(k) for k in ("num_frames",) if k in updates}
+    if trajectory:
+        updates["trajectory"] = base.trajectory.model_copy(update=trajectory)
+    return base.model_copy(update=updates)
+
+
+@app.command("run-scene")
+def run_scene_command(
+    input_path: Annotated[Path, typer.Argument(help="Input image (sidecars NAME.depth.npy / NAME.camera.json beside it).")],
+    out: Annotated[Path, typer.Option(help="Local store directory for the outputs.")] = Path("outputs"),
+    generator: Annotated[Optional[str], typer.Option(help="oracle | warp | worldstereo")] = None,
+    reconstructor: Annotated[Optional[str], typer.Option(help="rendered-depth | worldmirror")] = None,
+    depth: Annotated[Optional[str], typer.Option(help="sidecar | moge")] = None,
+    frames: Annotated[Optional[int], typer.Option(help="Frames per trajectory (paper: 81).")] = None,
+    scale: Annotated[Optional[float], typer.Option(help="Working resolution as a fraction of the 480p bucket.")] = None,
+    json_path: JsonOption = None,
+) -> None:
+    """Run (or resume) one scene end to end in this process."""
+    from tqdm import tqdm
+
+    from worldstereo.config import StorageSettings
+    from worldstereo.pipeline.local import local_scene_id, process_scene, read_local_input
+    from worldstereo.storage.factory import open_store
+    from worldstereo.storage.keys import outputs_prefix
+
+    settings = _settings(generator=generator, reconstructor=reconstructor, depth_backend=depth,
+                         num_frames=frames,
+                         resolution_scale=scale, storage=StorageSettings(backend="local", root=out))
+    scene = read_local_input(input_path, settings)
+    scene_id = local_scene_id(input_path)
+    with tqdm(desc=scene_id, unit="stage") as bar:
+        def progress(event) -> None:
+            bar.total = event.total
+            bar.set_postfix_str(f"{event.trajectory or event.stage} {event.status}")
+            bar.update(1)
+
+        summary = process_scene(open_store(settings.storage), scene_id, scene, settings, progress)
+    where = out / settings.storage.work_bucket / outputs_prefix(scene_id)
+    _emit(summary, f"scene {scene_id}: {summary['fused_points']} fused points -> {where}", json_path)
+
+
+@app.command()
+def batch(
+    samples: Annotated[bool, typer.Option(help="First upload the bundled synthetic samples to the input bucket.")] = False,
+    input_prefix: str = "",
+    limit: Optional[int] = None,
+    rerun_failed: bool = False,
+    generator: Annotated[Optional[str], typer.Option(help="oracle | warp | worldstereo")] = None,
+    frames: Annotated[Optional[int], typer.Option(help="Frames per trajectory (paper: 81).")] = None,
+    scale: Annotated[Optional[float], typer.Option(help="Working resolution as a fraction of the 480p bucket.")] = None,
+    concurrency: int = 2,
+    json_path: JsonOption = None,
+) -> None:
+    """Run the scene-batch flow in this process (Prefect's ephemeral API unless PREFECT_API_URL is set)."""
+    from flows.scene_batch import scene_batch
+    from worldstereo.config import load_settings
+
+    if samples:
+        from worldstereo.synthetic.upload import upload_samples
+
+        for key in upload_samples(load_settings()):
+            typer.echo(f"input {key}")
+    overrides = {"resolution_scale": scale} if scale is not None else None
+    rows = scene_batch(input_prefix=input_prefix, limit=limit, rerun_failed=rerun_failed, generator=generator,
+                       trajectory={"num_frames": frames} if frames else None, concurrency=concurrency,
+                       overrides=overrides)
+    settings = load_settings()
+    lines = [f"{r['status']:>6}  {r['scene']:<32} {r['duration_s']:>8.1f}s  {r['error'] or r['outputs']}" for r in rows]
+    where = settings.storage.root if settings.storage.backend == "local" else settings.storage.endpoint
+    lines.append(f"{len(rows)} scenes; outputs in bucket {settings.storage.work_bucket} at {where}")
+    _emit({"scenes": rows}, "\n".join(lines), json_path)
+
+
+@bench_app.command("render")
+def bench_render(
+    json_path: JsonOption = None,
+    points: int = 1_000_000,
+    frames: int = 81,
+    height: int = 480,
+    width: int = 768,
+    device: str = "cpu",
+) -> None:
+    """3D cache rendering throughput against a naive per-frame z-buffer."""
+    from worldstereo.bench.render import format_report, run_render_benchmark
+
+    result = run_render_benchmark(num_points=points, num_frames=frames, height=height, width=width, device=device)
+    _emit(result, format_report(result), json_path)
+
+
+if __name__ == "__main__":
+    app()

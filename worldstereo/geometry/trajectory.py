@@ -1,0 +1,301 @@
+"""Camera trajectories around a single input view (paper Appendix C) and their JSON form.
+
+Every preset starts exactly at the input camera, keeps its intrinsics and keeps looking at the
+rotation centre ``c = C + d * forward`` (``C`` the input camera position, ``d`` the scene's median
+depth), with the input camera's up direction (its ``-y`` axis) as the up vector:
+
+- ``up``: ``C`` rises along an elevation arc of radius ``d`` about ``c`` by ``up_deg`` (a rotation
+  about the camera's horizontal axis through ``c``).
+- ``right`` / ``left``: ``C`` moves along an azimuth arc of radius ``d`` about ``c`` by
+  ``right_deg`` / ``left_deg`` (a rotation about the camera's up axis through ``c``).
+- ``orbit``: ``C`` runs once around a closed ellipse in the input image plane with horizontal
+  semi-axis ``rx = orbit_radius_ratio * d`` and vertical semi-axis ``ry = orbit_aspect * rx``,
+  centred at ``C - rx * right`` so that it passes through ``C`` (first and last frame) and rises first.
+
+The path parameter advances at constant angular speed: frame ``i`` of ``N`` sits at angle
+``angle * i / (N - 1)``, so consecutive cameras are equally spaced and uniform keyframes are
+uniform in angle.
+
+Collision shrinking: a path collides when one of its camera positions (frames 1..N-1)
+
+- lies in front of the input camera but behind the surface it sees: z-depth >= the input depth at
+  its pixel minus ``surface_margin * d`` (positions projecting outside the image use the nearest
+  border pixel: the scene is assumed to continue as at the image border), or
+- comes closer to a 3D-cache point than ``clearance * d`` (capped at half the input camera's own
+  clearance, so a cache hugging the input view does not block every path).
+
+While a path collides its angle (orbit: its radii) is multiplied by ``shrink_factor``, down to
+``min_fraction`` of the configured value; ``Trajectory.fraction`` records what was kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from worldstereo.config import TrajectorySettings
+from worldstereo.errors import ConfigurationError, InvalidInputError
+from worldstereo.geometry.camera import Camera, look_at, rigid_inverse
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """A named camera path with the parameters it was built from (``center`` is ``None`` for custom paths)."""
+
+    name: str
+    cameras: Camera
+    center: Tensor | None = None
+    radius: float = 0.0
+    angle_deg: float = 0.0
+    fraction: float = 1.0
+
+    def __len__(self) -> int:
+        return len(self.cameras)
+
+
+@dataclass(frozen=True)
+class PlannerOptions:
+    """Orbit shape and collision policy (lengths are fractions of the median depth)."""
+
+    orbit_aspect: float = 1.0
+    shrink_factor: float = 0.8
+    min_fraction: float = 0.1
+    surface_margin: float = 0.05
+    clearance: float = 0.05
+    chunk: int = 65536
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.shrink_factor < 1.0:
+            raise ConfigurationError("shrink_factor must lie in (0, 1)")
+        if not 0.0 < self.min_fraction <= 1.0:
+            raise ConfigurationError("min_fraction must lie in (0, 1]")
+        if self.orbit_aspect <= 0.0 or self.chunk <= 0:
+            raise ConfigurationError("orbit_aspect and chunk must be positive")
+
+
+def keyframe_indices(num_frames: int, num_keyframes: int) -> Tensor:
+    """``num_keyframes`` uniformly spaced frame indices in ``[0, num_frames)``, first and last included."""
+    if num_frames < 1 or not 1 <= num_keyframes <= num_frames:
+        raise InvalidInputError(f"need 1 <= num_keyframes ({num_keyframes}) <= num_frames ({num_frames})")
+    if num_keyframes == 1:
+        return torch.zeros(1, dtype=torch.long)
+    return torch.round(torch.linspace(0, num_frames - 1, num_keyframes, dtype=torch.float64)).long()
+
+
+def plan_trajectories(
+    input_camera: Camera,
+    median_depth: float,
+    settings: TrajectorySettings,
+    *,
+    depth: Tensor | None = None,
+    cache_points: Tensor | None = None,
+    options: PlannerOptions = PlannerOptions(),
+) -> list[Trajectory]:
+    """The configured presets in ``settings.order``, shrunk where they would collide with the scene."""
+    if len(input_camera) != 1:
+        raise InvalidInputError(f"the planner takes exactly one input camera, got {len(input_camera)}")
+    if not math.isfinite(median_depth) or median_depth <= 0:
+        raise InvalidInputError(f"median depth must be positive and finite, got {median_depth}")
+    if settings.num_frames < 2:
+        raise InvalidInputError("a trajectory needs at least two frames")
+    if depth is not None and depth.shape != (input_camera.height, input_camera.width):
+        raise InvalidInputError(
+            f"depth must be {(input_camera.height, input_camera.width)}, got {tuple(depth.shape)}"
+        )
+    collides = _CollisionTest(input_camera, median_depth, depth, cache_points, options)
+    return [
+        _plan_one(name, input_camera, median_depth, settings, options, collides) for name in settings.order
+    ]
+
+
+def _plan_one(
+    name: str,
+    camera: Camera,
+    d: float,
+    settings: TrajectorySettings,
+    options: PlannerOptions,
+    collides: _CollisionTest,
+) -> Trajectory:
+    start = camera.c2w[0]
+    right, up, forward = start[:3, 0], -start[:3, 1], start[:3, 2]
+    center = start[:3, 3] + d * forward
+    t = torch.linspace(0.0, 1.0, settings.num_frames, dtype=camera.dtype, device=camera.device)
+    if name == "orbit":
+        radius, angle = settings.orbit_radius_ratio * d, 360.0
+
+        def path(fraction: float) -> Tensor:  # closed ellipse through C in the image plane
+            phi = 2 * math.pi * t[:, None]
+            rx, ry = fraction * radius, fraction * radius * options.orbit_aspect
+            eyes = start[:3, 3] + rx * (torch.cos(phi) - 1) * right + ry * torch.sin(phi) * up
+            return look_at(eyes, center, up)
+    else:
+        axis, angle = {
+            "up": (-right, settings.up_deg),
+            "right": (up, settings.right_deg),
+            "left": (-up, settings.left_deg),
+        }[name]
+        radius = d
+
+        def path(fraction: float) -> Tensor:  # rigid arc of radius d about the centre
+            rotations = _rotation_about_axis(axis, torch.deg2rad(fraction * angle * t))
+            c2w = start.expand(len(t), 4, 4).clone()
+            c2w[:, :3, :3] = rotations @ start[:3, :3]
+            c2w[:, :3, 3] = center + rotations @ (start[:3, 3] - center)
+            return c2w
+
+    fraction = 1.0
+    while settings.shrink_for_collisions and fraction > options.min_fraction and collides(path(fraction)[:, :3, 3]):
+        fraction = max(fraction * options.shrink_factor, options.min_fraction)
+    c2w = path(fraction)
+    c2w[0] = start
+    cameras = Camera(camera.K.expand(len(c2w), 3, 3).clone(), c2w, camera.height, camera.width)
+    if name == "orbit":
+        return Trajectory(name, cameras, center, radius * fraction, angle, fraction)
+    return Trajectory(name, cameras, center, radius, angle * fraction, fraction)
+
+
+class _CollisionTest:
+    """Whether camera centres (all but the first) enter the scene seen by the input view or the 3D cache."""
+
+    def __init__(
+        self,
+        camera: Camera,
+        d: float,
+        depth: Tensor | None,
+        cache_points: Tensor | None,
+        options: PlannerOptions,
+    ) -> None:
+        self.camera, self.depth, self.points, self.chunk = camera, depth, cache_points, options.chunk
+        self.margin = options.surface_margin * d
+        self.clearance = options.clearance * d
+        if cache_points is not None and len(cache_points) > 0:
+            own = self._nearest_distance(camera.centers)[0].item()
+            self.clearance = min(self.clearance, 0.5 * own)
+
+    def __call__(self, eyes: Tensor) -> bool:
+        eyes = eyes[1:]
+        return self._behind_surface(eyes) or self._too_close(eyes)
+
+    def _behind_surface(self, eyes: Tensor) -> bool:
+        if self.depth is None:
+            return False
+        uv, z = self.camera.project(eyes)
+        h, w = self.depth.shape
+        col = uv[0, :, 0].nan_to_num().clamp(0, w - 1).long()  # outside the image: nearest border pixel
+        row = uv[0, :, 1].nan_to_num().clamp(0, h - 1).long()
+        surface = self.depth.to(z)[row, col]
+        judged = (z[0] > 0) & torch.isfinite(surface) & (surface > 0)
+        return bool((judged & (z[0] >= surface - self.margin)).any())
+
+    def _too_close(self, eyes: Tensor) -> bool:
+        if self.points is None or len(self.points) == 0:
+            return False
+        return bool((self._nearest_distance(eyes) < self.clearance).any())
+
+    def _nearest_distance(self, eyes: Tensor) -> Tensor:
+        points = self.points.to(eyes)
+        nearest = torch.full((len(eyes),), math.inf, dtype=eyes.dtype, device=eyes.device)
+        for start in range(0, len(points), self.chunk):
+            block = points[start : start + self.chunk]
+            nearest = torch.minimum(nearest, torch.cdist(eyes, block).amin(dim=1))
+        return nearest
+
+
+def load_trajectory_json(data: Mapping[str, Any] | str | bytes) -> Trajectory:
+    """A custom path from ``camera.json``-style data (a dict or its JSON text).
+
+    Keys: ``w2c`` or ``extrinsics`` (OpenCV world-to-camera ``[F,4,4]``), ``K`` or ``intrinsics``
+    (``[F,3,3]`` or one shared ``[3,3]``), ``height``, ``width``; optionally ``name``, ``center``,
+    ``radius``, ``angle_deg``, ``fraction`` as written by ``trajectory_to_json``.
+    """
+    if isinstance(data, (str, bytes)):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"trajectory JSON does not parse: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise InvalidInputError("trajectory JSON must be an object")
+    w2c = _tensor_field(data, ("w2c", "extrinsics"), 3, (4, 4))
+    K = _tensor_field(data, ("K", "intrinsics"), 2, (3, 3))
+    K = K.expand(len(w2c), 3, 3).clone() if K.ndim == 2 else K
+    if len(K) != len(w2c) or len(w2c) == 0:
+        raise InvalidInputError(f"{len(w2c)} extrinsics but {len(K)} intrinsics")
+    _check_rigid(w2c)
+    try:
+        height, width = int(data["height"]), int(data["width"])
+        camera = Camera(K, rigid_inverse(w2c), height, width)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInputError(f"trajectory JSON needs a positive height and width: {exc}") from exc
+    try:
+        center = None if data.get("center") is None else torch.tensor(data["center"], dtype=torch.float64)
+        if center is not None and center.shape != (3,):
+            raise ValueError(f"center must hold 3 numbers, got shape {tuple(center.shape)}")
+        return Trajectory(
+            name=str(data.get("name", "custom")),
+            cameras=camera,
+            center=center,
+            radius=float(data.get("radius", 0.0)),
+            angle_deg=float(data.get("angle_deg", 0.0)),
+            fraction=float(data.get("fraction", 1.0)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"trajectory JSON has a malformed parameter: {exc}") from exc
+
+
+def trajectory_to_json(trajectory: Trajectory) -> dict[str, Any]:
+    """JSON-ready dict in the ``camera.json`` convention (OpenCV w2c extrinsics and intrinsics per frame)."""
+    cameras = trajectory.cameras.to("cpu", torch.float64)
+    return {
+        "name": trajectory.name,
+        "height": cameras.height,
+        "width": cameras.width,
+        "w2c": cameras.w2c.tolist(),
+        "intrinsics": cameras.K.tolist(),
+        "center": None if trajectory.center is None else trajectory.center.double().cpu().tolist(),
+        "radius": trajectory.radius,
+        "angle_deg": trajectory.angle_deg,
+        "fraction": trajectory.fraction,
+    }
+
+
+def _tensor_field(data: Mapping[str, Any], keys: tuple[str, ...], min_ndim: int, shape: tuple[int, int]) -> Tensor:
+    key = next((k for k in keys if k in data), None)
+    if key is None:
+        raise InvalidInputError(f"trajectory JSON needs one of {keys}")
+    try:
+        value = torch.tensor(data[key], dtype=torch.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{key!r} is not a numeric array: {exc}") from exc
+    if value.ndim not in (min_ndim, 3) or tuple(value.shape[-2:]) != shape or not torch.isfinite(value).all():
+        raise InvalidInputError(f"{key!r} must be finite [F,{shape[0]},{shape[1]}], got {tuple(value.shape)}")
+    return value
+
+
+def _check_rigid(w2c: Tensor, tol: float = 1e-4) -> None:
+    R = w2c[:, :3, :3]
+    eye = torch.eye(3, dtype=w2c.dtype)
+    bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=w2c.dtype)
+    if (
+        (R @ R.transpose(1, 2) - eye).abs().amax() > tol
+        or (torch.linalg.det(R) - 1).abs().amax() > tol
+        or (w2c[:, 3] - bottom).abs().amax() > tol
+    ):
+        raise InvalidInputError("extrinsics must be rigid transforms (orthonormal rotation, det +1, last row 0 0 0 1)")
+
+
+def _rotation_about_axis(axis: Tensor, angles: Tensor) -> Tensor:
+    """Rodrigues rotations ``[N,3,3]`` by ``angles`` (radians, ``[N]``) about the unit ``axis`` ``[3]``."""
+    k = torch.nn.functional.normalize(axis, dim=0)
+    zero = torch.zeros((), dtype=k.dtype, device=k.device)
+    cross = torch.stack(
+        [torch.stack([zero, -k[2], k[1]]), torch.stack([k[2], zero, -k[0]]), torch.stack([-k[1], k[0], zero])]
+    )
+    s, c = torch.sin(angles)[:, None, None], torch.cos(angles)[:, None, None]
+    eye = torch.eye(3, dtype=k.dtype, device=k.device)
+    return eye + s * cross + (1 - c) * (cross @ cross)

@@ -1,0 +1,82 @@
+"""Voxel-grid thinning of coloured point clouds, and merging new points into a bounded 3D cache."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from worldstereo.errors import InvalidInputError
+
+
+def voxel_downsample(
+    points: Tensor, colors: Tensor, voxel_size: float, *, keep: Literal["first", "mean"] = "first"
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One point per occupied voxel of edge ``voxel_size``: ``(points, colors, kept_index)``.
+
+    ``keep="first"`` keeps the lowest-index point of each voxel; ``"mean"`` averages positions and
+    colours (integer colours are rounded) and ``kept_index`` names the lowest-index point of each
+    voxel. Voxels come out in the order of their ``kept_index``, so the input order is preserved.
+    """
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise InvalidInputError(f"points must be [P,3], got {tuple(points.shape)}")
+    if colors.ndim != 2 or colors.shape[0] != points.shape[0]:
+        raise InvalidInputError(f"colors must be [P,C] with P={points.shape[0]}, got {tuple(colors.shape)}")
+    if not bool(torch.isfinite(points).all()):
+        raise InvalidInputError("points must be finite")
+    if not voxel_size > 0:
+        raise InvalidInputError(f"voxel_size must be positive, got {voxel_size}")
+    if keep not in ("first", "mean"):
+        raise InvalidInputError(f"keep must be 'first' or 'mean', got {keep!r}")
+    if points.shape[0] == 0:
+        return points, colors, torch.zeros(0, dtype=torch.int64, device=points.device)
+
+    voxel = _voxel_ids(points, voxel_size)
+    _, inverse = torch.unique(voxel, return_inverse=True)
+    count = int(inverse.max()) + 1
+    order = torch.arange(points.shape[0], device=points.device)
+    first = torch.full((count,), points.shape[0], dtype=torch.int64, device=points.device)
+    first.scatter_reduce_(0, inverse, order, "amin")
+    rank = first.argsort()
+    kept = first[rank]
+    if keep == "first":
+        return points[kept], colors[kept], kept
+
+    position = inverse.new_empty(count)
+    position[rank] = torch.arange(count, device=points.device)
+    slot = position[inverse]
+    return _scatter_mean(points, slot, count), _scatter_mean(colors, slot, count), kept
+
+
+def merge_clouds(
+    existing: tuple[Tensor, Tensor], new: tuple[Tensor, Tensor], voxel_size: float
+) -> tuple[Tensor, Tensor]:
+    """Union of two ``(points, colors)`` clouds thinned to one point per voxel, existing points first.
+
+    A voxel already held by the cache keeps its point, so merging the same cloud again adds nothing
+    and the cache grows only with newly observed space.
+    """
+    points = torch.cat([existing[0], new[0].to(existing[0])])
+    colors = torch.cat([existing[1], new[1].to(existing[1])])
+    merged_points, merged_colors, _ = voxel_downsample(points, colors, voxel_size, keep="first")
+    return merged_points, merged_colors
+
+
+def _voxel_ids(points: Tensor, voxel_size: float) -> Tensor:
+    """One int64 id per point naming its voxel (row-major over the occupied bounding box)."""
+    cells = torch.floor(points.to(torch.float64) / voxel_size).to(torch.int64)
+    cells -= cells.min(dim=0).values
+    extent = cells.max(dim=0).values + 1
+    if float(extent.to(torch.float64).prod()) >= 2**63:
+        raise InvalidInputError("voxel grid too fine for the cloud's extent")
+    return (cells[:, 0] * extent[1] + cells[:, 1]) * extent[2] + cells[:, 2]
+
+
+def _scatter_mean(values: Tensor, slot: Tensor, count: int) -> Tensor:
+    """Mean of ``values [P,C]`` per slot ``[P]`` into ``[count,C]`` (accumulated in float64)."""
+    total = torch.zeros((count, values.shape[1]), dtype=torch.float64, device=values.device)
+    total.index_add_(0, slot, values.to(torch.float64))
+    size = torch.bincount(slot, minlength=count).to(torch.float64)
+    mean = total / size[:, None]
+    return mean.to(values.dtype) if values.dtype.is_floating_point else mean.round().to(values.dtype)

@@ -1,0 +1,153 @@
+"""The 2D memory bank: the input image, panorama views and temporally downsampled generated frames."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from worldstereo.errors import InvalidInputError
+from worldstereo.geometry.camera import Camera
+
+_FORMAT = "worldstereo.memory_bank/1"
+_ARRAYS = "memory_bank.npz"
+_MANIFEST = "memory_bank.json"
+
+
+@dataclass(frozen=True)
+class MemoryFrame:
+    """One stored frame: ``image`` ``[H,W,3]``, its ``camera`` (one camera), where it came from and its frame index there."""
+
+    image: Tensor
+    camera: Camera
+    source: str
+    index: int
+
+
+class MemoryBank:
+    """An append-only list of frames that may differ in size."""
+
+    def __init__(self, frames: tuple[MemoryFrame, ...] = ()) -> None:
+        self._frames: list[MemoryFrame] = list(frames)
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def __getitem__(self, index: int) -> MemoryFrame:
+        return self._frames[index]
+
+    @property
+    def frames(self) -> tuple[MemoryFrame, ...]:
+        return tuple(self._frames)
+
+    @property
+    def sources(self) -> list[str]:
+        return [f.source for f in self._frames]
+
+    def indices_of(self, source: str) -> list[int]:
+        """Bank indices of the frames added under ``source``."""
+        return [i for i, f in enumerate(self._frames) if f.source == source]
+
+    def add(self, images: Tensor, cameras: Camera, source: str, stride: int = 1) -> list[int]:
+        """Store every ``stride``-th frame of ``images`` ``[N,H,W,3]`` (from frame 0); returns their bank indices."""
+        if images.ndim != 4 or images.shape[0] != len(cameras) or images.shape[1:3] != (cameras.height, cameras.width):
+            raise InvalidInputError(
+                f"images must be [{len(cameras)},{cameras.height},{cameras.width},C], got {tuple(images.shape)}"
+            )
+        if not source:
+            raise InvalidInputError("a memory frame needs a source tag")
+        if stride < 1:
+            raise InvalidInputError(f"stride must be >= 1, got {stride}")
+        first = len(self._frames)
+        for index in range(0, len(cameras), stride):
+            self._frames.append(MemoryFrame(images[index].clone(), cameras[index], source, index))
+        return list(range(first, len(self._frames)))
+
+    def cameras(self) -> Camera:
+        """Every frame as one batch at the largest frame size, each ``K`` rescaled to keep its field of view.
+
+        The rays through each frame's image corners (and so its frustum) are unchanged; pixel-level
+        work on a frame uses ``bank[i].camera``, which has the frame's own size.
+        """
+        if not self._frames:
+            raise InvalidInputError("the memory bank is empty")
+        height = max(f.camera.height for f in self._frames)
+        width = max(f.camera.width for f in self._frames)
+        return Camera.cat([f.camera.resized(height, width) for f in self._frames])
+
+    # --- persistence --------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        """Write ``memory_bank.npz`` (images, K, c2w) and ``memory_bank.json`` (sources, indices, sizes)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        np.savez(directory / _ARRAYS, **self._arrays())
+        (directory / _MANIFEST).write_text(json.dumps(self._manifest(), indent=1))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> MemoryBank:
+        directory = Path(directory)
+        with _unreadable(directory):
+            with np.load(directory / _ARRAYS, allow_pickle=False) as arrays:
+                return cls._from_parts(dict(arrays), json.loads((directory / _MANIFEST).read_text()))
+
+    def to_bytes(self) -> bytes:
+        """One ``.npz`` holding the arrays and the JSON manifest."""
+        buffer = io.BytesIO()
+        manifest = np.frombuffer(json.dumps(self._manifest()).encode(), dtype=np.uint8)
+        np.savez(buffer, manifest=manifest, **self._arrays())
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> MemoryBank:
+        with _unreadable("memory bank bytes"):
+            with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+                parts = dict(arrays)
+            return cls._from_parts(parts, json.loads(parts.pop("manifest").tobytes().decode()))
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        arrays = {f"image_{i:06d}": f.image.detach().cpu().numpy() for i, f in enumerate(self._frames)}
+        if self._frames:
+            arrays["K"] = torch.cat([f.camera.K for f in self._frames]).detach().cpu().numpy()
+            arrays["c2w"] = torch.cat([f.camera.c2w for f in self._frames]).detach().cpu().numpy()
+        return arrays
+
+    def _manifest(self) -> dict[str, object]:
+        return {
+            "format": _FORMAT,
+            "frames": [
+                {"source": f.source, "index": f.index, "height": f.camera.height, "width": f.camera.width}
+                for f in self._frames
+            ],
+        }
+
+    @classmethod
+    def _from_parts(cls, arrays: dict[str, np.ndarray], manifest: dict) -> MemoryBank:
+        if manifest.get("format") != _FORMAT:
+            raise InvalidInputError(f"not a memory bank: format {manifest.get('format')!r}")
+        frames = []
+        for i, meta in enumerate(manifest["frames"]):
+            K = torch.from_numpy(arrays["K"][i : i + 1])
+            c2w = torch.from_numpy(arrays["c2w"][i : i + 1])
+            camera = Camera(K, c2w, int(meta["height"]), int(meta["width"]))
+            image = torch.from_numpy(arrays[f"image_{i:06d}"])
+            frames.append(MemoryFrame(image, camera, str(meta["source"]), int(meta["index"])))
+        return cls(tuple(frames))
+
+
+@contextmanager
+def _unreadable(what: object) -> Iterator[None]:
+    """Report a missing, truncated or malformed saved bank as invalid input."""
+    try:
+        yield
+    except (OSError, KeyError, IndexError, TypeError, ValueError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, InvalidInputError):
+            raise
+        raise InvalidInputError(f"cannot read memory bank from {what}: {exc}") from exc

@@ -1,0 +1,117 @@
+"""The three pluggable stages of a scene — depth, video generation, reconstruction — and what flows between them.
+
+Every backend declares the resources it needs, loads its weights once in ``setup()`` and then serves many
+requests; an executor (a local loop, a Ray actor) owns one instance.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from torch import Tensor
+
+from worldstereo.config import Settings
+from worldstereo.geometry.camera import Camera
+from worldstereo.geometry.render import CacheRender
+from worldstereo.inputs import SceneInput
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one backend instance needs from the executor."""
+
+    gpus: float = 0.0
+    cpus: float = 1.0
+    memory_gb: float = 1.0
+
+
+class Backend(ABC):
+    """A stage implementation: declare ``resources``, load in ``setup()``, then process requests."""
+
+    name: ClassVar[str]
+    resources: ClassVar[Resources] = Resources()
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+
+    def setup(self) -> None:
+        """Load weights; called once per instance before the first request."""
+
+
+@dataclass(frozen=True)
+class DepthEstimate:
+    """Metric depth of the input: z-depth ``[H,W]`` (perspective) or distance ``[H,W]`` (panorama)."""
+
+    depth: Tensor
+    camera: Camera | None
+
+
+class DepthEstimator(Backend):
+    """Depth initialisation of an input image."""
+
+    @abstractmethod
+    def estimate(self, scene: SceneInput) -> DepthEstimate: ...
+
+
+@dataclass(frozen=True)
+class References:
+    """SSM conditions: retrieved memory-bank frames for the uniformly sampled target frames."""
+
+    target_indices: Tensor  # [F] frame indices in the trajectory
+    images: Tensor  # [F,H,W,3]
+    cameras: Camera  # F
+    scores: Tensor  # [F] frustum-overlap scores
+    bank_indices: Tensor  # [F] indices into the memory bank
+    target_pointmaps: Tensor  # [F,H,W,3] colourised world xyz seen by the target
+    reference_pointmaps: Tensor  # [F,H,W,3] the same normalisation, seen by the reference
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything the paper conditions the video model on for one trajectory."""
+
+    scene_id: str
+    trajectory: str
+    image: Tensor  # [H,W,3] the trajectory's first (given) frame
+    cameras: Camera  # N target cameras; cameras[0] is the given frame's
+    ggm: CacheRender  # the 3D cache rendered into the target cameras
+    plucker: Tensor  # [N,6,H,W]
+    references: References
+    scene_spec: dict | None = None  # synthetic inputs name their ground-truth scene
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GeneratedVideo:
+    """Frames ``[N,H,W,3]`` in [0,1]; generators that know geometry also return z-depth ``[N,H,W]``."""
+
+    frames: Tensor
+    depth: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """Per-pixel world points of a video; ``frame='relative'`` needs a Sim(3) fit back to the cache."""
+
+    points: Tensor  # [N,H,W,3]
+    colors: Tensor  # [N,H,W,3]
+    valid: Tensor  # [N,H,W] bool
+    cameras: Camera
+    frame: Literal["world", "relative"] = "world"
+    extras: dict = field(default_factory=dict)
+
+
+class VideoGenerator(Backend):
+    """Camera-guided video generation conditioned on GGM and SSM."""
+
+    @abstractmethod
+    def generate(self, request: GenerationRequest) -> GeneratedVideo: ...
+
+
+class Reconstructor(Backend):
+    """Feed-forward reconstruction of a generated video."""
+
+    @abstractmethod
+    def reconstruct(self, video: GeneratedVideo, request: GenerationRequest) -> Reconstruction: ...

@@ -1,0 +1,153 @@
+"""Scene exports: fused PLY, cameras JSON (OpenCV w2c + K), nerfstudio ``transforms.json``, a COLMAP text
+model, the memory-bank keyframes as JPEG, and a summary JSON."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import open3d as o3d
+import torch
+from torch import Tensor
+
+from worldstereo.geometry.camera import Camera
+from worldstereo.memory.bank import MemoryBank
+from worldstereo.pipeline.media import encode_jpeg
+from worldstereo.pipeline.scene import EXPORT, INIT, TRAJECTORY, SceneContext, StageResult
+
+OPENCV_TO_OPENGL = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
+COLMAP_MAX_POINTS = 500_000
+
+
+def rotation_to_quaternion(R: Tensor) -> Tensor:
+    """Unit quaternions ``[N,4]`` (w, x, y, z; w >= 0) of rotations ``[N,3,3]``."""
+    R = R.double()
+    m00, m11, m22 = R[:, 0, 0], R[:, 1, 1], R[:, 2, 2]
+    q = torch.stack([
+        1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22,
+    ], dim=-1).clamp_min(0).sqrt() / 2
+    # signs of x, y, z from the antisymmetric part
+    q[:, 1] = torch.copysign(q[:, 1], R[:, 2, 1] - R[:, 1, 2])
+    q[:, 2] = torch.copysign(q[:, 2], R[:, 0, 2] - R[:, 2, 0])
+    q[:, 3] = torch.copysign(q[:, 3], R[:, 1, 0] - R[:, 0, 1])
+    return torch.nn.functional.normalize(q, dim=-1)
+
+
+def cameras_json(cameras: Camera, names: list[str]) -> dict:
+    """Per-frame OpenCV w2c extrinsics and intrinsics."""
+    cams = cameras.to("cpu", torch.float64)
+    return {"convention": "opencv", "height": cams.height, "width": cams.width, "names": names,
+            "w2c": cams.w2c.tolist(), "intrinsics": cams.K.tolist()}
+
+
+def nerfstudio_transforms(cameras: Camera, image_paths: list[str], ply_path: str) -> dict:
+    """nerfstudio ``transforms.json``: OPENCV model, per-frame intrinsics, OpenGL-convention c2w."""
+    cams = cameras.to("cpu", torch.float64)
+    c2w_gl = cams.c2w @ OPENCV_TO_OPENGL
+    frames = [
+        {"file_path": path, "transform_matrix": c2w_gl[i].tolist(), "fl_x": float(cams.K[i, 0, 0]),
+         "fl_y": float(cams.K[i, 1, 1]), "cx": float(cams.K[i, 0, 2]), "cy": float(cams.K[i, 1, 2]),
+         "w": cams.width, "h": cams.height}
+        for i, path in enumerate(image_paths)
+    ]
+    return {"camera_model": "OPENCV", "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0, "frames": frames,
+            "ply_file_path": ply_path}
+
+
+def colmap_text(cameras: Camera, image_names: list[str], points: Tensor, colors: Tensor) -> dict[str, str]:
+    """``cameras.txt`` (one PINHOLE camera per image), ``images.txt`` (w2c as quaternion + translation), ``points3D.txt``."""
+    cams = cameras.to("cpu", torch.float64)
+    w2c = cams.w2c
+    quats = rotation_to_quaternion(w2c[:, :3, :3])
+    cam_lines = ["# Camera list with one line of data per camera:", "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]"]
+    img_lines = ["# Image list with two lines of data per image:",
+                 "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME", "#   POINTS2D[] as (X, Y, POINT3D_ID)"]
+    for i, name in enumerate(image_names, start=1):
+        K = cams.K[i - 1]
+        cam_lines.append(f"{i} PINHOLE {cams.width} {cams.height} {K[0, 0]:.10g} {K[1, 1]:.10g} {K[0, 2]:.10g} {K[1, 2]:.10g}")
+        q, t = quats[i - 1].tolist(), w2c[i - 1, :3, 3].tolist()
+        img_lines.append(f"{i} {' '.join(f'{v:.12g}' for v in q)} {' '.join(f'{v:.12g}' for v in t)} {i} {name}")
+        img_lines.append("")
+    rgb = (colors.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    xyz = points.double().cpu().numpy()
+    pts_lines = ["# 3D point list with one line of data per point:",
+                 "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)"]
+    pts_lines += [f"{i} {x:.9g} {y:.9g} {z:.9g} {r} {g} {b} 0" for i, ((x, y, z), (r, g, b))
+                  in enumerate(zip(xyz.tolist(), rgb.tolist()), start=1)]
+    return {"cameras.txt": "\n".join(cam_lines) + "\n", "images.txt": "\n".join(img_lines) + "\n",
+            "points3D.txt": "\n".join(pts_lines) + "\n"}
+
+
+def ply_bytes(points: Tensor, colors: Tensor) -> bytes:
+    """Binary PLY of a coloured point cloud, written by open3d."""
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points.double().cpu().numpy()))
+    cloud.colors = o3d.utility.Vector3dVector(colors.double().clamp(0, 1).cpu().numpy())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fused.ply"
+        if not o3d.io.write_point_cloud(str(path), cloud, write_ascii=False):
+            raise OSError("open3d could not write the fused point cloud")
+        return path.read_bytes()
+
+
+def _bank_views(bank: MemoryBank) -> tuple[Camera, list[str], list[Tensor]]:
+    frames = bank.frames
+    names = [f"{f.source}_{f.index:03d}.jpg" for f in frames]
+    return Camera.cat([f.camera.to(dtype=torch.float64) for f in frames]), names, [f.image for f in frames]
+
+
+def run_export(ctx: SceneContext, names: list[str]) -> StageResult:
+    """Write every export from the last trajectory's snapshot, then the stage record."""
+    started = time.perf_counter()
+    state = ctx.states.load(names[-1] if names else INIT)
+
+    def put(key: str, data: bytes) -> str:
+        ctx.store.put_bytes(ctx.bucket, key, data)
+        return key
+
+    keys = [put(ctx.states.key("exports", "fused.ply"), ply_bytes(state.cache.points, state.cache.colors))]
+    cameras, image_names, images = _bank_views(state.bank)
+    keys += [put(ctx.states.key("exports", "images", n), encode_jpeg(im)) for n, im in zip(image_names, images)]
+    all_cameras = {name: cameras_json(trajectory.cameras, [f"{name}_{i:03d}" for i in range(len(trajectory))])
+                   for name, _, trajectory in state.plans}
+    keys.append(put(ctx.states.key("exports", "cameras.json"), json.dumps(all_cameras).encode()))
+    transforms = nerfstudio_transforms(cameras, [f"images/{n}" for n in image_names], "fused.ply")
+    keys.append(put(ctx.states.key("exports", "transforms.json"), json.dumps(transforms, indent=1).encode()))
+    sample = _subsample(len(state.cache), COLMAP_MAX_POINTS)
+    colmap = colmap_text(cameras, image_names, state.cache.points[sample], state.cache.colors[sample])
+    keys += [put(ctx.states.key("exports", "colmap", n), text.encode()) for n, text in colmap.items()]
+    records = {r.trajectory or r.stage: r for r in ctx.records.records(ctx.scene_id)}
+    extent = state.cache.points.amax(0) - state.cache.points.amin(0)
+    summary = {
+        "scene_id": ctx.scene_id,
+        "kind": state.kind,
+        "fused_points": len(state.cache),
+        "extent": float(extent.norm()),
+        "voxel_size": state.voxel_size,
+        "up": world_up(state).tolist(),
+        "bank_frames": len(state.bank),
+        "trajectories": {name: {"duration_s": records[name].duration_s, **records[name].metrics}
+                         for name in names if name in records},
+        "init": {"duration_s": records[INIT].duration_s, **records[INIT].metrics} if INIT in records else {},
+        "duration_s": sum(r.duration_s for r in records.values() if r.stage in (INIT, TRAJECTORY)),
+        "outputs": sorted(keys),
+    }
+    keys.append(put(ctx.states.key("summary.json"), json.dumps(summary, indent=2).encode()))
+    result = StageResult(tuple(keys), {"fused_points": float(len(state.cache))})
+    ctx.finish(EXPORT, None, started, result)
+    return result
+
+
+def world_up(state) -> Tensor:
+    """Panoramas live in a z-up world; a perspective scene's up is its input camera's -y axis."""
+    if state.kind == "panorama":
+        return torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    return -state.starts[0].camera.c2w[0, :3, 1].double()
+
+
+def _subsample(count: int, limit: int) -> Tensor:
+    if count <= limit:
+        return torch.arange(count)
+    return torch.from_numpy(np.linspace(0, count - 1, limit).round().astype(np.int64))

@@ -1,0 +1,1 @@
+"""Video generators: ``oracle`` (ground-truth upper bound), ``warp`` (weight-free baseline), ``worldstereo``."""

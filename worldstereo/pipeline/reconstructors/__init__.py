@@ -1,0 +1,1 @@
+"""Reconstructors: ``rendered-depth`` (known cameras, generator depth) and ``worldmirror``."""

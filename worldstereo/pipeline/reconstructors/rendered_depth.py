@@ -1,0 +1,33 @@
+"""Reconstruction from depth the generator supplies, with the requested (known) cameras."""
+
+from __future__ import annotations
+
+import torch
+
+from worldstereo.errors import ConfigurationError
+from worldstereo.pipeline.backends import (
+    GeneratedVideo,
+    GenerationRequest,
+    Reconstruction,
+    Reconstructor,
+    Resources,
+)
+
+
+class RenderedDepthReconstructor(Reconstructor):
+    """Back-projects per-frame z-depth (Eq. 1) through the target cameras; points are already in the world frame."""
+
+    name = "rendered-depth"
+    resources = Resources(cpus=1.0, memory_gb=1.0)
+
+    def reconstruct(self, video: GeneratedVideo, request: GenerationRequest) -> Reconstruction:
+        if video.depth is None:
+            raise ConfigurationError(
+                "the rendered-depth reconstructor needs a generator that returns depth (oracle, warp); "
+                "use --reconstructor worldmirror with image-only generators"
+            )
+        cameras = request.cameras.to(dtype=torch.float32)
+        depth = video.depth.to(torch.float32)
+        valid = torch.isfinite(depth) & (depth > 0)
+        points = cameras.backproject(torch.where(valid, depth, torch.zeros_like(depth)))
+        return Reconstruction(points=points, colors=video.frames, valid=valid, cameras=request.cameras)

@@ -1,0 +1,50 @@
+"""Backends by name: what ``--depth``, ``--generator`` and ``--reconstructor`` accept."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from worldstereo.config import Settings
+from worldstereo.errors import ConfigurationError
+from worldstereo.pipeline.backends import Backend, DepthEstimator, Reconstructor, VideoGenerator
+
+_DEPTH = {
+    "sidecar": "worldstereo.pipeline.depth.sidecar:SidecarDepth",
+    "moge": "worldstereo.pipeline.depth.moge:MoGeDepth",
+}
+_GENERATORS = {
+    "oracle": "worldstereo.pipeline.generators.oracle:OracleGenerator",
+    "warp": "worldstereo.pipeline.generators.warp:WarpGenerator",
+    "worldstereo": "worldstereo.pipeline.generators.worldstereo:WorldStereoGenerator",
+}
+_RECONSTRUCTORS = {
+    "rendered-depth": "worldstereo.pipeline.reconstructors.rendered_depth:RenderedDepthReconstructor",
+    "worldmirror": "worldstereo.pipeline.reconstructors.worldmirror:WorldMirrorReconstructor",
+}
+KINDS = {"depth": _DEPTH, "generator": _GENERATORS, "reconstructor": _RECONSTRUCTORS}
+
+
+def backend_class(kind: str, name: str) -> type[Backend]:
+    """The class registered under ``name`` for ``kind`` (depth, generator, reconstructor)."""
+    table = KINDS[kind]
+    if name not in table:
+        raise ConfigurationError(f"unknown {kind} backend {name!r}; choose one of {', '.join(sorted(table))}")
+    module, attr = table[name].split(":")
+    return getattr(import_module(module), attr)
+
+
+def make_backend(kind: str, name: str, settings: Settings) -> Backend:
+    """An instance, not yet set up."""
+    return backend_class(kind, name)(settings)
+
+
+def make_backends(settings: Settings) -> tuple[DepthEstimator, VideoGenerator, Reconstructor]:
+    """The configured depth estimator, generator and reconstructor, each set up."""
+    backends = (
+        make_backend("depth", settings.depth_backend, settings),
+        make_backend("generator", settings.generator, settings),
+        make_backend("reconstructor", settings.reconstructor, settings),
+    )
+    for backend in backends:
+        backend.setup()
+    return backends  # type: ignore[return-value]

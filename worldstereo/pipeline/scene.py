@@ -1,0 +1,269 @@
+"""One scene end to end: depth → initial 3D cache and memory bank → trajectories (GGM + SSM → generate →
+reconstruct → align and merge) → exports.
+
+Every stage reads the snapshot its predecessor wrote and writes its own, then its stage record: a stage
+is done only when its record and every output it lists exist, so a re-run skips finished stages and a
+crash inside a trajectory restarts that trajectory from the cache and memory bank as they were before it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+import torch
+
+from worldstereo.config import Settings
+from worldstereo.geometry.buckets import fit_to_bucket, nearest_bucket
+from worldstereo.geometry.camera import Camera
+from worldstereo.geometry.panorama import panorama_point_cloud, split_panorama
+from worldstereo.geometry.plucker import plucker_rays
+from worldstereo.geometry.render import CacheRender
+from worldstereo.geometry.resample import resample_nearest
+from worldstereo.geometry.trajectory import keyframe_indices, plan_trajectories
+from worldstereo.inputs import SceneInput
+from worldstereo.memory.bank import MemoryBank
+from worldstereo.memory.cache import Cache3D, overlap_correspondences
+from worldstereo.memory.pointmap import pointmap_pairs
+from worldstereo.memory.retrieval import retrieve_references
+from worldstereo.pipeline.backends import (
+    DepthEstimate,
+    GeneratedVideo,
+    GenerationRequest,
+    Reconstruction,
+    References,
+)
+from worldstereo.pipeline.media import encode_video
+from worldstereo.pipeline.state import SceneState, Start, StateStore
+from worldstereo.storage.base import ObjectStore
+from worldstereo.storage.manifests import StageRecord, StageRecords
+
+INIT, TRAJECTORY, EXPORT = "init", "trajectory", "export"
+
+DepthFn = Callable[[SceneInput], DepthEstimate]
+GenerateFn = Callable[[GenerationRequest], GeneratedVideo]
+ReconstructFn = Callable[[GeneratedVideo, GenerationRequest], Reconstruction]
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a stage wrote and measured."""
+
+    output_keys: tuple[str, ...]
+    metrics: dict[str, float]
+
+
+@dataclass
+class SceneContext:
+    """Where a scene reads and writes, and with which settings."""
+
+    store: ObjectStore
+    bucket: str
+    scene_id: str
+    settings: Settings
+
+    @property
+    def states(self) -> StateStore:
+        return StateStore(self.store, self.bucket, self.scene_id)
+
+    @property
+    def records(self) -> StageRecords:
+        return StageRecords(self.store, self.bucket)
+
+    def is_done(self, stage: str, trajectory: str | None = None) -> bool:
+        return self.records.is_done(self.scene_id, stage, trajectory)
+
+    def finish(self, stage: str, trajectory: str | None, started: float, result: StageResult) -> StageRecord:
+        """Write the stage record last, after its outputs."""
+        record = StageRecord(self.scene_id, stage, result.output_keys, time.perf_counter() - started,
+                             trajectory, result.metrics)
+        self.records.write(record)
+        return record
+
+
+def working_size(settings: Settings, height: int, width: int) -> tuple[int, int]:
+    """The 480p aspect bucket of an image, scaled by ``resolution_scale`` and kept a multiple of 8."""
+    bucket_h, bucket_w = nearest_bucket(height, width)
+    scale = settings.resolution_scale
+    return max(8, round(bucket_h * scale / 8) * 8), max(8, round(bucket_w * scale / 8) * 8)
+
+
+# --- init --------------------------------------------------------------------------------------------------
+def initial_state(ctx: SceneContext, scene: SceneInput, estimate: DepthEstimate) -> SceneState:
+    """Initial 3D cache and memory bank from the input, and the planned trajectories."""
+    settings = ctx.settings
+    start = _panorama_start if scene.kind == "panorama" else _perspective_start
+    starts, cache, bank = start(settings, scene, estimate)
+    plans = []
+    for index, start in enumerate(starts):
+        for trajectory in plan_trajectories(start.camera, _median(start.depth), settings.trajectory,
+                                            depth=start.depth, cache_points=cache.points):
+            plans.append((f"{start.name}_{trajectory.name}" if start.name else trajectory.name, index, trajectory))
+    return SceneState(ctx.scene_id, scene.kind, cache, bank, starts, plans, scene.scene, cache.voxel_size)
+
+
+def _median(depth: torch.Tensor) -> float:
+    return float(depth[torch.isfinite(depth) & (depth > 0)].median())
+
+
+def _perspective_start(settings: Settings, scene: SceneInput, estimate: DepthEstimate):
+    camera = estimate.camera or scene.camera or default_camera(settings, *scene.rgb.shape[:2])
+    image, fitted = fit_to_bucket(scene.rgb, camera, working_size(settings, *scene.rgb.shape[:2]))
+    fitted = fitted.to(dtype=torch.float64)
+    depth = resample_nearest(estimate.depth.to(torch.float64), camera, fitted)
+    cache = Cache3D.from_depth(image, depth, fitted, voxel_ratio=settings.memory.voxel_ratio,
+                               edge_threshold=settings.memory.edge_threshold)
+    bank = MemoryBank()
+    bank.add(image[None], fitted, "input")
+    return [Start("", image, fitted, depth)], cache, bank
+
+
+def _panorama_start(settings: Settings, scene: SceneInput, estimate: DepthEstimate):
+    height, width = working_size(settings, settings.panorama.view_height, settings.panorama.view_width)
+    pano = settings.panorama.model_copy(update={"view_height": height, "view_width": width})
+    views = split_panorama(scene.rgb, pano, estimate.depth)
+    bank = MemoryBank()
+    bank.add(views.images, views.cameras, "panorama")
+    points, colors = panorama_point_cloud(scene.rgb, estimate.depth, stride=settings.panorama.cloud_stride)
+    cache = Cache3D.from_points(points, colors, settings.memory.voxel_ratio * _median(estimate.depth))
+    horizon = torch.nonzero(views.pitches_deg.abs() < 1e-6).flatten()
+    count = min(settings.panorama.start_views, len(horizon))
+    picks = horizon[torch.arange(count) * len(horizon) // count].tolist()
+    starts = [Start(f"v{i}", views.images[i], views.cameras[i], views.depth[i]) for i in picks]
+    return starts, cache, bank
+
+
+def default_camera(settings: Settings, height: int, width: int) -> Camera:
+    """Identity pose and the configured horizontal field of view, for inputs without a camera file."""
+    return Camera.from_fov(torch.eye(4, dtype=torch.float64)[None], height, width, settings.default_fov_deg)
+
+
+def run_init(ctx: SceneContext, scene: SceneInput, depth_fn: DepthFn) -> StageResult:
+    """Depth initialisation, the initial cache and memory bank, the trajectory plan."""
+    started = time.perf_counter()
+    state = initial_state(ctx, scene, depth_fn(scene))
+    keys = ctx.states.save(INIT, state)
+    result = StageResult(tuple(keys), {"cache_points": float(len(state.cache)), "bank_frames": float(len(state.bank)),
+                                       "trajectories": float(len(state.plans))})
+    ctx.finish(INIT, None, started, result)
+    return result
+
+
+# --- trajectories ----------------------------------------------------------------------------------------
+def trajectory_names(ctx: SceneContext) -> list[str]:
+    """Record names of the planned trajectories, in run order (requires a finished init)."""
+    return [name for name, _, _ in ctx.states.load(INIT).plans]
+
+
+def _previous(names: list[str], name: str) -> str:
+    index = names.index(name)
+    return INIT if index == 0 else names[index - 1]
+
+
+def build_request(ctx: SceneContext, state: SceneState, name: str) -> GenerationRequest:
+    """GGM renders, Plücker rays and SSM references for one planned trajectory."""
+    settings = ctx.settings
+    _, start_index, trajectory = next(p for p in state.plans if p[0] == name)
+    start = state.starts[start_index]
+    cameras = trajectory.cameras.to(dtype=torch.float32)
+    ggm = state.cache.render(cameras, radius=settings.memory.splat_radius)
+    ggm = with_given_frame(ggm, start.image, start.depth)
+    retrieval = retrieve_references(cameras, state.bank, max_references=settings.memory.max_references,
+                                    near=settings.memory.frustum_near, far=settings.memory.frustum_far)
+    frames = [state.bank[int(i)] for i in retrieval.reference_indices]
+    reference_cameras = Camera.cat([f.camera.to(dtype=torch.float32) for f in frames])
+    pointmaps = pointmap_pairs(state.cache.points, cameras[retrieval.target_indices], reference_cameras,
+                               radius=settings.memory.splat_radius)
+    references = References(
+        target_indices=retrieval.target_indices,
+        images=torch.stack([f.image for f in frames]),
+        cameras=reference_cameras,
+        scores=retrieval.scores,
+        bank_indices=retrieval.reference_indices,
+        target_pointmaps=pointmaps.target,
+        reference_pointmaps=pointmaps.reference,
+    )
+    return GenerationRequest(ctx.scene_id, name, start.image, cameras, ggm, plucker_rays(cameras), references,
+                             state.scene_spec, seed=ctx.settings.seed)
+
+
+def with_given_frame(render: CacheRender, image: torch.Tensor, depth: torch.Tensor) -> CacheRender:
+    """Frame 0 of the GGM condition is the real given frame, fully covered."""
+    rgb, z, mask = render.rgb.clone(), render.depth.clone(), render.mask.clone()
+    rgb[0], z[0], mask[0] = image.to(rgb), depth.to(z), False
+    return replace(render, rgb=rgb, depth=z, mask=mask)
+
+
+def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, reconstruct_fn: ReconstructFn,
+                   names: list[str] | None = None) -> StageResult:
+    """One trajectory: condition, generate, reconstruct, merge into the cache, extend the memory bank."""
+    started = time.perf_counter()
+    names = names or trajectory_names(ctx)
+    state = ctx.states.load(_previous(names, name))
+    request = build_request(ctx, state, name)
+    video = generate_fn(request)
+    recon = reconstruct_fn(video, request)
+    keyframes = keyframe_indices(len(video.frames), ctx.settings.trajectory.keyframes)
+    points, colors, valid = recon.points[keyframes], recon.colors[keyframes], recon.valid[keyframes]
+    anchors = (None, None)
+    if recon.frame == "relative":
+        anchors = overlap_correspondences(state.cache, points, recon.cameras[keyframes], valid)
+    report = state.cache.update(points[valid], colors[valid].float(), name, anchor_src=anchors[0],
+                                anchor_dst=anchors[1], align="none" if recon.frame == "world" else "robust")
+    state.bank.add(video.frames[keyframes], request.cameras[keyframes], name)
+    fps = ctx.settings.video_fps
+    keys = [ctx.states.key(name, "video.mp4"), ctx.states.key(name, "condition.mp4")]
+    ctx.store.put_bytes(ctx.bucket, keys[0], encode_video(video.frames, fps))
+    ctx.store.put_bytes(ctx.bucket, keys[1], encode_video(request.ggm.rgb, fps))
+    keys += ctx.states.save(name, state)
+    metrics = {
+        "frames": float(len(video.frames)),
+        "hole_ratio": float(request.ggm.mask[1:].float().mean()) if len(video.frames) > 1 else 0.0,
+        "reference_score": float(request.references.scores.mean()),
+        "points_added": float(report.points_added),
+        "cache_points": float(len(state.cache)),
+        "align_inliers": float(report.inliers),
+    }
+    result = StageResult(tuple(keys), metrics)
+    ctx.finish(TRAJECTORY, name, started, result)
+    return result
+
+
+# --- whole scene -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StageEvent:
+    """Progress of a scene: ``status`` is ``skipped`` (already done) or ``done``."""
+
+    stage: str
+    trajectory: str | None
+    status: str
+    index: int
+    total: int
+
+
+def run_scene(
+    ctx: SceneContext,
+    scene: SceneInput,
+    depth_fn: DepthFn,
+    generate_fn: GenerateFn,
+    reconstruct_fn: ReconstructFn,
+) -> Iterator[StageEvent]:
+    """Run (or resume) every stage of one scene, yielding progress after each."""
+    from worldstereo.pipeline.exports import run_export
+
+    done = ctx.is_done(INIT)
+    if not done:
+        run_init(ctx, scene, depth_fn)
+    names = trajectory_names(ctx)
+    total = len(names) + 2
+    yield StageEvent(INIT, None, "skipped" if done else "done", 1, total)
+    for index, name in enumerate(names, start=2):
+        done = ctx.is_done(TRAJECTORY, name)
+        if not done:
+            run_trajectory(ctx, name, generate_fn, reconstruct_fn, names)
+        yield StageEvent(TRAJECTORY, name, "skipped" if done else "done", index, total)
+    done = ctx.is_done(EXPORT)
+    if not done:
+        run_export(ctx, names)
+    yield StageEvent(EXPORT, None, "skipped" if done else "done", total, total)
