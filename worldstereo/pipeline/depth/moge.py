@@ -14,6 +14,7 @@ predicted view by view and merged into one distance map (``panorama_merge``).
 from __future__ import annotations
 
 import math
+import pickle
 from importlib import import_module
 from pathlib import Path
 from typing import Protocol
@@ -78,8 +79,8 @@ class MoGeDepth(DepthEstimator):
     def _perspective(self, scene: SceneInput) -> DepthEstimate:
         """Z-depth and camera; a camera file's intrinsics and pose are kept and its field of view is given to MoGe."""
         height, width = scene.height, scene.width
-        fov_x = None if scene.camera is None else math.degrees(2 * math.atan(width / (2 * float(scene.camera.K[0, 0, 0]))))
-        depth, normalised = (x.to("cpu", torch.float64) for x in self._infer(scene.rgb[None], fov_x))
+        fov_x = None if scene.camera is None else _fov_x_deg(scene.camera)
+        depth, normalised = (x.cpu() for x in self._infer(scene.rgb[None], fov_x))
         if scene.camera is not None:
             return DepthEstimate(depth[0], scene.camera)
         K = normalised * torch.tensor([[width], [height], [1.0]], dtype=torch.float64)  # pixels, centres at i + 0.5
@@ -90,9 +91,8 @@ class MoGeDepth(DepthEstimator):
         height, width = rgb.shape[:2]
         cameras = icosahedron_cameras(view_size(width), device=self.device)
         views = equirect_to_views(rgb.to(self.device, torch.float32), cameras)
-        depth = torch.cat(
-            [self._infer(views[i : i + PANORAMA_BATCH], ICOSAHEDRON_FOV_DEG)[0] for i in range(0, len(views), PANORAMA_BATCH)]
-        )
+        batches = views.split(PANORAMA_BATCH)
+        depth = torch.cat([self._infer(batch, ICOSAHEDRON_FOV_DEG)[0] for batch in batches])
         ray_length = cameras.ray_directions().norm(dim=-1)  # z-depth -> distance along the ray
         return merge_view_distances(depth * ray_length, cameras, height, width).distance
 
@@ -107,8 +107,12 @@ class MoGeDepth(DepthEstimator):
         return torch.where(valid, depth, math.inf), output["intrinsics"].to(self.device, torch.float64)
 
 
+def _fov_x_deg(camera: Camera) -> float:
+    return math.degrees(2 * math.atan(camera.width / (2 * float(camera.K[0, 0, 0]))))
+
+
 def load_moge(path: Path | None, device: torch.device) -> MoGeInference:
-    """The MoGe model of the checkpoint at ``path`` (``model.pt`` or a directory holding it), on ``device`` for inference."""
+    """The MoGe model of the checkpoint at ``path`` (``model.pt`` or a directory holding it), ready on ``device``."""
     if path is None:
         raise ConfigurationError(
             f"depth backend 'moge' needs local MoGe weights: set {SETTING} to a MoGe checkpoint "
@@ -119,7 +123,7 @@ def load_moge(path: Path | None, device: torch.device) -> MoGeInference:
         raise ConfigurationError(f"{SETTING}={path}: no MoGe checkpoint at {checkpoint}")
     try:
         config = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["model_config"]
-    except (OSError, RuntimeError, KeyError, TypeError) as error:
+    except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as error:
         raise ConfigurationError(f"{SETTING}={path}: {checkpoint} is not a MoGe checkpoint ({error})") from None
     version = "v2" if "neck" in config else "v1"  # MoGe-2 configurations have a shared neck
     try:

@@ -107,7 +107,7 @@ def merge_view_distances(distance: Tensor, cameras: Camera, height: int, width: 
     not connected to it by overlaps keep the minimum-norm solution. The rescaled log-distances are then
     averaged with the border-feathering weights of ``_Samples``.
     """
-    if distance.ndim != 3 or distance.shape != (len(cameras), cameras.height, cameras.width):
+    if distance.shape != (len(cameras), cameras.height, cameras.width):
         raise InvalidInputError(
             f"distance must be {(len(cameras), cameras.height, cameras.width)}, got {tuple(distance.shape)}"
         )
@@ -116,9 +116,9 @@ def merge_view_distances(distance: Tensor, cameras: Camera, height: int, width: 
     overlap = torch.zeros(len(cameras), len(cameras), dtype=torch.float64, device=distance.device)
     moments = torch.zeros_like(overlap)
     for samples in _sample_chunks(log_distance, valid, cameras, height, width):
-        mask = samples.valid.to(torch.float64) * samples.area
-        overlap += mask @ samples.valid.to(torch.float64).T
-        moments += (mask * samples.log_distance) @ samples.valid.to(torch.float64).T
+        seen = samples.valid.to(torch.float64)
+        overlap += (seen * samples.area) @ seen.T
+        moments += (seen * samples.area * samples.log_distance) @ seen.T
     log_scales = solve_log_scales(overlap, moments)
 
     merged = []
@@ -126,7 +126,7 @@ def merge_view_distances(distance: Tensor, cameras: Camera, height: int, width: 
         weight = samples.valid * samples.feather.clamp_min(_MIN_BLEND_WEIGHT)
         total = weight.sum(dim=0)
         mean = (weight * (samples.log_distance + log_scales[:, None])).sum(dim=0) / total.clamp_min(_MIN_BLEND_WEIGHT)
-        no_surface = torch.where(samples.covered.any(dim=0), math.inf, 0.0).to(mean)
+        no_surface = torch.where(samples.covered.any(dim=0), torch.full_like(mean, math.inf), torch.zeros_like(mean))
         merged.append(torch.where(total > 0, mean.exp(), no_surface))
     return MergedPanorama(torch.cat(merged).reshape(height, width), log_scales)
 

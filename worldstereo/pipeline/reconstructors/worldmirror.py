@@ -5,8 +5,8 @@
     <dir>/src/models/models/worldmirror.py   a checkout of github.com/Tencent-Hunyuan/HunyuanWorld-Mirror
                                              with its requirements installed (pip install -r
                                              <dir>/requirements.txt); <dir> is put on sys.path
-    <dir>/ckpts/config.json                  the weights, as written by
-    <dir>/ckpts/model.safetensors            huggingface-cli download tencent/HunyuanWorld-Mirror --local-dir <dir>/ckpts
+    <dir>/ckpts/config.json                  the weights, as written by ``huggingface-cli download
+    <dir>/ckpts/model.safetensors            tencent/HunyuanWorld-Mirror --local-dir <dir>/ckpts``
 
 The model is called as ``model(views=..., cond_flags=[depth, rays, camera])`` with ``views["img"]``
 ``[1,S,3,h,w]`` in [0,1] and, as priors, the requested cameras: ``views["camera_poses"]`` (c2w,
@@ -149,7 +149,7 @@ class WorldMirrorReconstructor(Reconstructor):
 def model_input_size(height: int, width: int, resolution: int = DEFAULT_RESOLUTION) -> tuple[int, int]:
     """``(h, w)`` with the long side ``resolution`` and both sides multiples of the patch, aspect kept to a patch."""
     scale = resolution / max(height, width)
-    return tuple(max(PATCH, round(side * scale / PATCH) * PATCH) for side in (height, width))  # type: ignore[return-value]
+    return max(PATCH, round(height * scale / PATCH) * PATCH), max(PATCH, round(width * scale / PATCH) * PATCH)
 
 
 def confident(points: Tensor, confidence: Tensor) -> Tensor:
@@ -171,14 +171,15 @@ def align_to_world(
     """
     known = valid[0] & torch.isfinite(anchor_depth) & (anchor_depth > 0)
     pixels = known.flatten().nonzero()[:, 0]
-    pixels = pixels[torch.linspace(0, len(pixels) - 1, min(len(pixels), MAX_ANCHOR_POINTS)).round().long()]
+    spread = torch.linspace(0, len(pixels) - 1, min(len(pixels), MAX_ANCHOR_POINTS), device=pixels.device)
+    pixels = pixels[spread.round().long()]
     world = cameras[0].to(dtype=torch.float64).backproject(torch.where(known, anchor_depth, 0).to(torch.float64)[None])
     src = torch.cat([prediction.points[0].reshape(-1, 3)[pixels].to(torch.float64), prediction.cameras.centers])
     dst = torch.cat([world[0].reshape(-1, 3)[pixels], cameras.centers.to(torch.float64)])
     if len(dst) < 3 or not _spread(dst):
         raise InvalidInputError(
-            "cannot align the WorldMirror reconstruction: the first frame has no known depth and the camera "
-            "centres are collinear"
+            "cannot align the WorldMirror reconstruction to the world: its correspondences (frame 0's known depth, "
+            "none here, and the camera centres) are collinear"
         )
     return robust_umeyama(src, dst, seed=seed)
 
@@ -209,14 +210,15 @@ def load_worldmirror(path: Path | None, device: torch.device) -> WorldMirrorMode
         )
     package = sys.modules.get(MODULE.split(".")[0])
     if package is not None and str(path / "src") not in list(getattr(package, "__path__", [])):
-        raise ConfigurationError(f"a different package named 'src' is already imported ({package}); cannot import {MODULE}")
+        raise ConfigurationError(f"cannot import {MODULE}: another package named 'src' is already imported ({package})")
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
     try:
         model_class = getattr(import_module(MODULE), CLASS)
     except ImportError as error:
         raise ConfigurationError(
-            f"cannot import {MODULE} from {path} ({error}); install its requirements: pip install -r {path}/requirements.txt"
+            f"cannot import {MODULE} from {path} ({error}); "
+            f"install its requirements: pip install -r {path / 'requirements.txt'}"
         ) from None
     model = model_class.from_pretrained(str(weights)).to(device).eval()
     return model.requires_grad_(False)
