@@ -1,4 +1,4 @@
-"""The ``worldstereo`` command line."""
+"""Library commands of the ``worldstereo`` command line (orchestration commands are added in ``flows.cli``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ app.add_typer(bench_app, name="bench")
 JsonOption = Annotated[Optional[Path], typer.Option("--json", help="Also write the result as JSON to this file.")]
 
 
-def _emit(result: dict, text: str, json_path: Path | None) -> None:
+def emit(result: dict, text: str, json_path: Path | None) -> None:
     typer.echo(text)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,39 +87,31 @@ def run_scene_command(
 
         summary = process_scene(open_store(settings.storage), scene_id, scene, settings, progress)
     where = out / settings.storage.work_bucket / outputs_prefix(scene_id)
-    _emit(summary, f"scene {scene_id}: {summary['fused_points']} fused points -> {where}", json_path)
+    emit(summary, f"scene {scene_id}: {summary['fused_points']} fused points -> {where}", json_path)
 
 
-@app.command()
-def batch(
-    samples: Annotated[bool, typer.Option(help="First upload the bundled synthetic samples to the input bucket.")] = False,
-    input_prefix: str = "",
-    limit: Optional[int] = None,
-    rerun_failed: bool = False,
+@app.command("eval")
+def eval_command(
+    suite: Annotated[str, typer.Option(help="'synthetic' (bundled ground-truth scenes) or a dataset directory.")] = "synthetic",
     generator: Annotated[Optional[str], typer.Option(help="oracle | warp | worldstereo")] = None,
+    reconstructor: Annotated[Optional[str], typer.Option(help="rendered-depth | worldmirror")] = None,
     frames: Annotated[Optional[int], typer.Option(help="Frames per trajectory (paper: 81).")] = None,
     scale: Annotated[Optional[float], typer.Option(help="Working resolution as a fraction of the 480p bucket.")] = None,
-    concurrency: int = 2,
     json_path: JsonOption = None,
 ) -> None:
-    """Run the scene-batch flow in this process (Prefect's ephemeral API unless PREFECT_API_URL is set)."""
-    from flows.scene_batch import scene_batch
-    from worldstereo.config import load_settings
+    """Run a suite through the pipeline and print the paper-style table (F1, AUC, RotErr, TransErr, ATE, PSNR, SSIM)."""
+    import tempfile
 
-    if samples:
-        from worldstereo.synthetic.upload import upload_samples
+    from worldstereo.evaluation.suite import dataset_cases, format_table, run_suite, summarize, synthetic_cases
 
-        for key in upload_samples(load_settings()):
-            typer.echo(f"input {key}")
-    overrides = {"resolution_scale": scale} if scale is not None else None
-    rows = scene_batch(input_prefix=input_prefix, limit=limit, rerun_failed=rerun_failed, generator=generator,
-                       trajectory={"num_frames": frames} if frames else None, concurrency=concurrency,
-                       overrides=overrides)
-    settings = load_settings()
-    lines = [f"{r['status']:>6}  {r['scene']:<32} {r['duration_s']:>8.1f}s  {r['error'] or r['outputs']}" for r in rows]
-    where = settings.storage.root if settings.storage.backend == "local" else settings.storage.endpoint
-    lines.append(f"{len(rows)} scenes; outputs in bucket {settings.storage.work_bucket} at {where}")
-    _emit({"scenes": rows}, "\n".join(lines), json_path)
+    settings = _settings(generator=generator, reconstructor=reconstructor, num_frames=frames, resolution_scale=scale)
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = synthetic_cases(Path(tmp)) if suite == "synthetic" else dataset_cases(Path(suite))
+        if not cases:
+            raise typer.BadParameter(f"no scenes found in {suite} (expected SCENE/image.* + SCENE/gt.ply)")
+        rows = list(run_suite(cases, settings, lambda row: typer.echo(f"{row.scene}: F1 {row.f1:.4f}", err=True)))
+    result = summarize(rows)
+    emit(result, format_table(rows, result), json_path)
 
 
 @bench_app.command("render")
@@ -135,7 +127,7 @@ def bench_render(
     from worldstereo.bench.render import format_report, run_render_benchmark
 
     result = run_render_benchmark(num_points=points, num_frames=frames, height=height, width=width, device=device)
-    _emit(result, format_report(result), json_path)
+    emit(result, format_report(result), json_path)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ crash inside a trajectory restarts that trajectory from the cache and memory ban
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -21,7 +22,7 @@ from worldstereo.geometry.panorama import panorama_point_cloud, split_panorama
 from worldstereo.geometry.plucker import plucker_rays
 from worldstereo.geometry.render import CacheRender
 from worldstereo.geometry.resample import resample_nearest
-from worldstereo.geometry.trajectory import keyframe_indices, plan_trajectories
+from worldstereo.geometry.trajectory import Trajectory, keyframe_indices, plan_trajectories, trajectory_to_json
 from worldstereo.inputs import SceneInput
 from worldstereo.memory.bank import MemoryBank
 from worldstereo.memory.cache import Cache3D, overlap_correspondences
@@ -213,9 +214,13 @@ def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, recons
                                 anchor_dst=anchors[1], align="none" if recon.frame == "world" else "robust")
     state.bank.add(video.frames[keyframes], request.cameras[keyframes], name)
     fps = ctx.settings.video_fps
-    keys = [ctx.states.key(name, "video.mp4"), ctx.states.key(name, "condition.mp4")]
+    keys = [ctx.states.key(name, "video.mp4"), ctx.states.key(name, "condition.mp4"),
+            ctx.states.key(name, "cameras.json")]
     ctx.store.put_bytes(ctx.bucket, keys[0], encode_video(video.frames, fps))
     ctx.store.put_bytes(ctx.bucket, keys[1], encode_video(request.ggm.rgb, fps))
+    cameras = {"requested": trajectory_to_json(Trajectory(name, request.cameras)),
+               "recovered": trajectory_to_json(Trajectory(name, recon.cameras))}
+    ctx.store.put_bytes(ctx.bucket, keys[2], json.dumps(cameras).encode())
     keys += ctx.states.save(name, state)
     metrics = {
         "frames": float(len(video.frames)),

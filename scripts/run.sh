@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up, then run the scene-batch flow on embedded defaults: local object store (.worldstereo/store),
+# Prefect's ephemeral API, a local Ray, the bundled synthetic scenes and the weight-free oracle generator.
+# Extra arguments go to `worldstereo batch` (e.g. --generator warp, --frames 81 --scale 1.0).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/worldstereo batch --samples --frames 21 --scale 0.5 "$@"
