@@ -130,5 +130,44 @@ def bench_render(
     emit(result, format_report(result), json_path)
 
 
+@bench_app.command("ssm")
+def bench_ssm(
+    json_path: JsonOption = None,
+    pairs: int = 8,
+    latent_height: int = 32,
+    latent_width: int = 32,
+    dim: int = 128,
+    layers: int = 2,
+    repeats: int = 3,
+    device: str = "cpu",
+) -> None:
+    """SSM branch: attention restricted to each stitched pair (the paper) against joint attention."""
+    from worldstereo.bench.ssm import format_report, run_ssm_benchmark
+
+    result = run_ssm_benchmark(pairs=pairs, latent_height=latent_height, latent_width=latent_width, dim=dim,
+                               num_layers=layers, repeats=repeats, device=device)
+    emit(result, format_report(result), json_path)
+
+
+@bench_app.command("dmd")
+def bench_dmd(
+    json_path: JsonOption = None,
+    frames: int = 9,
+    height: int = 64,
+    width: int = 64,
+    flow_steps: int = 40,
+    dmd_steps: int = 4,
+    guidance: float = 5.0,
+    repeats: int = 1,
+    device: str = "cpu",
+) -> None:
+    """Sampling: 4-step CFG-free DMD against flow matching with CFG, on the tiny model."""
+    from worldstereo.bench.dmd import format_report, run_dmd_benchmark
+
+    result = run_dmd_benchmark(frames=frames, height=height, width=width, flow_steps=flow_steps,
+                               dmd_steps=dmd_steps, guidance=guidance, repeats=repeats, device=device)
+    emit(result, format_report(result), json_path)
+
+
 if __name__ == "__main__":
     app()

@@ -51,6 +51,21 @@ class ModelPaths(BaseModel):
     wan_i2v: Path | None = None
     worldstereo_branches: Path | None = None
     worldmirror: Path | None = None
+    wan_i2v_dmd: Path | None = None  # Wan2.1-I2V layout (transformer/, vae/) with the DMD-distilled transformer
+    prompt_embeds: Path | None = None  # safetensors: UMT5 prompt_embeds [512,4096], optional negative/CLIP image
+
+
+class GeneratorSettings(BaseModel):
+    """Sampling of the WorldStereo video model. ``dmd``: 4 CFG-free steps of the DMD-distilled transformer
+    (``models.wan_i2v_dmd``, else ``models.wan_i2v`` must hold it); ``flow``: ``steps`` flow-matching steps with
+    classifier-free guidance ``guidance`` (needs ``negative_prompt_embeds``). ``steps=None``: 4 (dmd), 40 (flow)."""
+
+    sampler: Literal["dmd", "flow"] = "dmd"
+    steps: int | None = Field(default=None, ge=1)
+    guidance: float = Field(default=5.0, ge=1.0)
+    shift: float = Field(default=5.0, gt=0.0)
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    offload: bool = False
 
 
 class TrajectorySettings(BaseModel):
@@ -109,6 +124,7 @@ class Settings(BaseSettings):
     trajectory: TrajectorySettings = TrajectorySettings()
     memory: MemorySettings = MemorySettings()
     panorama: PanoramaSettings = PanoramaSettings()
+    generation: GeneratorSettings = GeneratorSettings()
     device: str = "auto"
     depth_backend: Literal["sidecar", "moge"] = "sidecar"
     generator: str = "oracle"

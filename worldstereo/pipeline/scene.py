@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
@@ -186,7 +187,7 @@ def build_request(ctx: SceneContext, state: SceneState, name: str) -> Generation
         reference_pointmaps=pointmaps.reference,
     )
     return GenerationRequest(ctx.scene_id, name, start.image, cameras, ggm, plucker_rays(cameras), references,
-                             state.scene_spec, seed=ctx.settings.seed)
+                             state.scene_spec, seed=ctx.settings.seed + zlib.crc32(name.encode()))
 
 
 def with_given_frame(render: CacheRender, image: torch.Tensor, depth: torch.Tensor) -> CacheRender:
