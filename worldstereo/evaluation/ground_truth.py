@@ -12,11 +12,10 @@ from torch import Tensor
 from worldstereo.geometry.camera import Camera
 
 
-def visible_surface(render_depth, cameras: list[Camera], max_points: int = 400_000, seed: int = 0) -> Tensor:
-    """Points ``[P,3]`` of the surface seen by ``cameras``; ``render_depth(camera) -> [N,H,W]`` z-depth (inf: empty)."""
+def visible_surface(cameras: list[Camera], depths: list[Tensor], max_points: int = 400_000, seed: int = 0) -> Tensor:
+    """Points ``[P,3]`` of the surface seen by batches of ``cameras`` with true z-depth ``[N,H,W]`` (inf: empty)."""
     points = []
-    for batch in cameras:
-        depth = render_depth(batch)
+    for batch, depth in zip(cameras, depths, strict=True):
         hit = torch.isfinite(depth) & (depth > 0)
         points.append(batch.to(dtype=depth.dtype).backproject(torch.where(hit, depth, torch.zeros_like(depth)))[hit])
     cloud = torch.cat(points)

@@ -103,13 +103,14 @@ def _camera_scores(ctx: SceneContext, names: list[str]) -> tuple[float, float, f
     return float(np.mean(rot)), float(np.mean(trans)), float(np.mean(abs_err))
 
 
-def _image_scores(state, scene) -> tuple[float, float]:
-    generated = [f for f in state.bank.frames if f.source not in ("input", "panorama")]
+def _image_scores(state, truth_rgb: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """Generated keyframes of the memory bank against the true images of their trajectory frames."""
+    generated = [f for f in state.bank.frames if f.source in truth_rgb]
     if not generated:
         return math.nan, math.nan
     values_psnr, values_ssim = [], []
     for frame in generated:
-        truth = scene.render(frame.camera).rgb[0]
+        truth = truth_rgb[frame.source][frame.index]
         values_psnr.append(min(float(psnr(frame.image.float(), truth)), PSNR_CAP))
         values_ssim.append(float(ssim(frame.image.float(), truth)))
     return float(np.mean(values_psnr)), float(np.mean(values_ssim))
@@ -127,8 +128,10 @@ def evaluate_case(case: EvalCase, settings: Settings, root: Path) -> SceneScores
     fused = _read_ply(store.get_file(ctx.bucket, output_key(case.name, "exports", "fused.ply"), root / "fused.ply"))
     if case.synthetic_kind is not None:
         scene = make_scene(case.synthetic_kind, seed=int((init.scene_spec or {}).get("seed", 0)))
-        truth = visible_surface(lambda cams: scene.render(cams).depth, [t.cameras for _, _, t in init.plans])
-        image_psnr, image_ssim = _image_scores(final, scene)
+        # the cameras as the pipeline used them (float32), so an exact generator scores exactly
+        views = {name: scene.render(t.cameras.to(dtype=torch.float32)) for name, _, t in init.plans}
+        truth = visible_surface([t.cameras for _, _, t in init.plans], [v.depth for v in views.values()])
+        image_psnr, image_ssim = _image_scores(final, {name: v.rgb for name, v in views.items()})
     else:
         truth = _read_ply(case.gt_cloud)
         first = init.starts[0].camera.c2w.double()

@@ -113,19 +113,18 @@ def robust_umeyama(
     scale, R, t = _umeyama_batched(x[samples], y[samples], None, with_scale)
 
     scores = torch.empty(iterations, dtype=torch.float64, device=src.device)
-    medians = torch.empty(iterations, dtype=torch.float64, device=src.device)
     step = max(1, _MAX_RESIDUALS // num)
     for i in range(0, iterations, step):
         part = slice(i, i + step)
         residual = _residuals(x, y, scale[part], R[part], t[part])
-        medians[part] = residual.median(dim=1).values
-        if threshold is not None:
+        if threshold is None:
+            scores[part] = residual.median(dim=1).values
+        else:
             scores[part] = residual.square().clamp_max(threshold**2).sum(dim=1)
-    scores = medians if threshold is None else scores
     best = int(torch.nan_to_num(scores, nan=math.inf).argmin())
     if threshold is None:
         extent = (y - y.mean(dim=0)).norm(dim=-1).max()
-        sigma = 1.4826 * (1 + 5 / max(num - 3, 1)) * medians[best]
+        sigma = 1.4826 * (1 + 5 / max(num - 3, 1)) * scores[best]
         threshold = float(torch.maximum(2.5 * sigma, 1e-9 * extent))
 
     model = Sim3(scale[best], R[best], t[best])

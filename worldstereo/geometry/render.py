@@ -35,8 +35,9 @@ DEFAULT_EDGE_THRESHOLD = 0.12
 """Sobel magnitude of [0,1]-normalised disparity above which a pixel is a depth edge (exp(-10 g) < 0.3)."""
 
 _HIGH, _LOW = (1, 0) if sys.byteorder == "little" else (0, 1)
-_MAX_PADDED_PIXELS = 2**24  # linear pixel indices are formed exactly in float32
-_MAX_POINTS = 2**32
+_MAX_PADDED_PIXELS = 2**31 - 1  # linear pixel indices are formed in int32
+_MAX_POINTS = 2**31 - 1  # the hole colour row P is an int32 index
+_BLOCK_CAMERAS = 4  # cameras projected per pass over a point chunk
 
 
 @dataclass(frozen=True)
@@ -106,15 +107,18 @@ def render_points(
     footprint: Footprint = "square",
     near: float = 1e-3,
     far_compress: float | None = None,
-    chunk_points: int = 1 << 18,
+    chunk_points: int = 1 << 16,
     chunk_cameras: int = 8,
 ) -> CacheRender:
     """Render ``points [P,3]`` with ``colors [P,C]`` into every camera (on the points' device).
 
     ``radius`` is the splat radius in pixels (0: one pixel; 1: 3x3 square or 5-pixel disc). Points
-    with z-depth below ``near`` are not drawn. With ``far_compress`` set, each frame's depth is
-    passed through :func:`compress_far_depth` with ``m = far_compress x`` its median rendered depth.
-    Memory is bounded by ``chunk_cameras x chunk_points`` work items plus ``chunk_cameras`` key images.
+    at or in front of the ``near`` plane are not drawn. With ``far_compress`` set, each frame's depth
+    is passed through :func:`compress_far_depth` with ``m = far_compress x`` its median rendered depth.
+    Working memory besides the outputs: about 32 bytes per point of a ``chunk_points`` chunk and
+    camera of a 4-camera block, and three int64 key images per camera of a ``chunk_cameras`` chunk.
+    Projections run in float32 on coordinates centred on the cloud; clouds in scan order (as
+    back-projected from depth maps) scatter with far better memory locality than shuffled ones.
     """
     _check_cloud(points, colors)
     offsets = splat_offsets(radius, footprint)
@@ -128,29 +132,38 @@ def render_points(
     pad = radius + 1  # border ring: in-reach pixels plus one clamp bin per side
     hp, wp = h + 2 * pad, w + 2 * pad
     if hp * wp > _MAX_PADDED_PIXELS:
-        raise InvalidInputError(f"frames of {h}x{w} pixels are too large to render (limit about 16 Mpx)")
+        raise InvalidInputError(f"frames of {h}x{w} pixels are too large to render (limit 2 Gpx)")
     num_points = points.shape[0]
+    if num_points == 0 or n == 0:
+        depth = torch.zeros((n, h, w), dtype=torch.float32, device=device)
+        return CacheRender(colors.new_zeros((n, h, w, colors.shape[1])), depth, depth == 0)
 
-    rgb = colors.new_zeros((n, h, w, colors.shape[1]))
-    depth = torch.zeros((n, h, w), dtype=torch.float32, device=device)
-    hole = torch.ones((n, h, w), dtype=torch.bool, device=device)
-    if num_points and n:
-        projections = _pixel_projections(cameras, pad, near)
-        palette = torch.cat([colors, colors.new_zeros((1, colors.shape[1]))])  # row P: hole colour
-        empty = num_points - 2**32
-        xyz = points.detach().to(torch.float32).T.contiguous()
-        passes = _separable(offsets) if footprint == "square" else (offsets,)
-        block = _Block(min(chunk_cameras, n), min(chunk_points, num_points), device)
-        zbuffer = torch.empty((min(chunk_cameras, n), hp * wp), dtype=torch.int64, device=device)
-        for c0 in range(0, n, chunk_cameras):
-            frames = slice(c0, min(c0 + chunk_cameras, n))
-            keys = zbuffer[: frames.stop - c0].fill_(empty)
-            for p0 in range(0, num_points, chunk_points):
-                block.scatter(xyz[:, p0 : p0 + chunk_points], p0, projections[frames], near, (hp, wp), keys)
-            image = keys.view(-1, hp, wp)
-            for step in passes:
-                image = _min_filter(image, step)
-            _decode(image[:, pad : pad + h, pad : pad + w], empty, palette, near, rgb[frames], depth[frames], hole[frames])
+    rgb = colors.new_empty((n, h, w, colors.shape[1]))  # every pixel is decoded
+    depth = torch.empty((n, h, w), dtype=torch.float32, device=device)
+    hole = torch.empty((n, h, w), dtype=torch.bool, device=device)
+    origin = points.detach().mean(dim=0)  # float32 maths in coordinates centred on the cloud
+    projections = _pixel_projections(cameras, pad, near, origin)
+    palette = torch.cat([colors.T, colors.new_zeros((colors.shape[1], 1))], dim=1)  # [C, P+1]; P: holes
+    empty = num_points - 2**32
+    xyz = torch.ones((4, num_points), dtype=torch.float32, device=device)  # homogeneous, relative to origin
+    torch.sub(points.detach().T, origin[:, None], out=xyz[:3])
+    passes = _separable(offsets) if footprint == "square" and radius > 0 else (offsets,)
+    block = _Block(min(_BLOCK_CAMERAS, chunk_cameras, n), min(chunk_points, num_points), device)
+    zbuffer = torch.empty((min(chunk_cameras, n), hp * wp), dtype=torch.int64, device=device)
+    scratch = [torch.empty_like(zbuffer) for _ in passes]
+    for c0 in range(0, n, chunk_cameras):
+        frames = slice(c0, min(c0 + chunk_cameras, n))
+        keys = zbuffer[: frames.stop - c0].fill_(empty)
+        for p0 in range(0, num_points, chunk_points):
+            block.index(p0, min(chunk_points, num_points - p0))
+            for b0 in range(0, len(keys), block.cameras):
+                group = slice(b0, b0 + block.cameras)
+                block.scatter(xyz[:, p0 : p0 + chunk_points], projections[frames][group], near, (hp, wp), keys[group])
+        image = keys.view(-1, hp, wp)
+        if len(passes) == 2:  # vertical pass keeps the rows the horizontal one reaches
+            image = _min_filter(image, passes[0], (h, wp), scratch[0])
+        image = _min_filter(image, passes[-1], (h, w), scratch[-1])
+        _decode(image, empty, palette, near, rgb[frames], depth[frames], hole[frames])
     if far_compress is not None:
         median = depth.masked_fill(hole, float("nan")).flatten(1).nanmedian(dim=1).values
         depth = compress_far_depth(depth, (far_compress * median)[:, None, None])
@@ -211,71 +224,81 @@ def _check_cloud(points: Tensor, colors: Tensor) -> None:
         raise InvalidInputError(f"points must be [P,3], got {tuple(points.shape)}")
     if colors.ndim != 2 or colors.shape[0] != points.shape[0]:
         raise InvalidInputError(f"colors must be [P,C] with P={points.shape[0]}, got {tuple(colors.shape)}")
-    if points.shape[0] >= _MAX_POINTS:
-        raise InvalidInputError(f"at most {_MAX_POINTS - 1} points can be rendered at once")
-    if not bool(torch.isfinite(points).all()):
+    if points.shape[0] > _MAX_POINTS:
+        raise InvalidInputError(f"at most {_MAX_POINTS} points can be rendered at once")
+    if not bool(torch.isfinite(points.sum(dtype=torch.float64))):
         raise InvalidInputError("points must be finite")
 
 
-def _pixel_projections(cameras: Camera, pad: int, near: float) -> Tensor:
-    """Rows ``-u z``, ``-v z`` and ``near - z`` of every camera as affine maps of world points, ``[N,3,4]`` float32.
+def _pixel_projections(cameras: Camera, pad: int, near: float, origin: Tensor) -> Tensor:
+    """Rows ``-u z``, ``-v z`` and ``near - z`` of every camera as affine maps of ``X - origin``, ``[N,3,4]`` float32.
 
     ``u, v`` are padded pixel coordinates (principal point shifted by ``pad``).
     """
     K = cameras.K.clone()
     K[:, :2, 2] += pad
-    rows = -(K @ cameras.w2c[:, :3, :])
+    w2c = cameras.w2c[:, :3, :].clone()
+    w2c[:, :, 3] += w2c[:, :, :3] @ origin.to(w2c.dtype)
+    rows = -(K @ w2c)
     rows[:, 2, 3] += near
     return rows.to(torch.float32)
 
 
 class _Block:
-    """Reusable buffers for one ``cameras x points`` block of the scatter."""
+    """Reusable buffers for projecting one chunk of points into a few cameras at once."""
 
     def __init__(self, cameras: int, points: int, device: torch.device) -> None:
-        self.coords = torch.empty((3, cameras * points), dtype=torch.float32, device=device)
-        self.linear = torch.empty(cameras * points, dtype=torch.int64, device=device)
-        self.packed = torch.empty((cameras * points, 2), dtype=torch.int32, device=device)
-        self.indexed: tuple[int, int, int] | None = None
+        self.cameras = cameras
+        self.rows = torch.empty(cameras * 3 * points, dtype=torch.float32, device=device)
+        self.pixels = torch.empty(cameras * 2 * points, dtype=torch.int32, device=device)
+        self.depth = torch.empty(cameras * points, dtype=torch.float32, device=device)
+        self.packed = torch.empty((cameras, points, 2), dtype=torch.int32, device=device)
+
+    def index(self, first: int, count: int) -> None:
+        """Low key words: the ids of the ``count`` points from ``first``, the same for every camera."""
+        self.packed[:, :count, _LOW] = torch.arange(first, first + count, device=self.packed.device)
 
     def scatter(
-        self, xyz: Tensor, first: int, projections: Tensor, near: float, padded: tuple[int, int], keys: Tensor
+        self, xyz: Tensor, projections: Tensor, near: float, padded: tuple[int, int], keys: Tensor
     ) -> None:
-        """Project ``xyz [3,p]`` (point ids from ``first``) and fold their keys into ``keys [c, Hp*Wp]``."""
+        """Project homogeneous ``xyz [4,p]`` into ``c`` cameras; fold their keys into ``keys [c, Hp*Wp]``."""
         c, p = projections.shape[0], xyz.shape[1]
         hp, wp = padded
-        u, v, inverse = (buffer[: c * p].view(c, p) for buffer in self.coords)
-        packed = self.packed[: c * p].view(c, p, 2)
-        if self.indexed != (first, c, p):
-            packed[..., _LOW].copy_(torch.arange(first, first + p, device=xyz.device))
-            self.indexed = (first, c, p)
-        ahead = packed[..., _HIGH].view(torch.float32)  # near - z, computed in place as the key's high word
-        for out, row in zip((u, v, ahead), projections.unbind(1)):
-            torch.mul(row[:, 0:1], xyz[0], out=out)
-            out.addcmul_(row[:, 1:2], xyz[1]).addcmul_(row[:, 2:3], xyz[2]).add_(row[:, 3:4])
-        torch.clamp(ahead, max=0, out=inverse).sub_(near).reciprocal_()  # -1 / max(z, near)
-        u.mul_(inverse).clamp_(0, wp - 1).floor_()
-        v.mul_(inverse).clamp_(0, hp - 1).floor_()
-        linear = self.linear[: c * p].view(c, p)
-        linear.copy_(u.add_(v, alpha=wp))
-        keys.scatter_reduce_(1, linear, packed.view(torch.int64).view(c, p), "amin")
+        packed = self.packed[:c, :p]
+        rows = self.rows[: c * 3 * p].view(c, 3, p)  # -u z, -v z, near - z
+        torch.mm(projections.reshape(c * 3, 4), xyz, out=rows.view(c * 3, p))
+        uv, ahead = rows[:, :2], rows[:, 2]
+        packed[..., _HIGH] = ahead.view(torch.int32)
+        depth = self.depth[: c * p].view(c, 1, p)
+        uv.div_(torch.clamp(ahead[:, None], max=0, out=depth).sub_(near))  # by -max(z, near)
+        uv[:, 0].clamp_(0, wp - 1)
+        uv[:, 1].clamp_(0, hp - 1)
+        pixels = self.pixels[: c * 2 * p].view(c, 2, p)
+        pixels.copy_(uv)  # truncation is floor on non-negative values
+        column, row = pixels.unbind(1)
+        keys.scatter_reduce_(1, column.add_(row, alpha=wp), packed.view(torch.int64)[..., 0], "amin")
 
 
 def _separable(offsets: tuple[tuple[int, int], ...]) -> tuple[tuple[tuple[int, int], ...], ...]:
-    """A square footprint as a horizontal then a vertical segment (its Minkowski factors)."""
-    return tuple((dy, dx) for dy, dx in offsets if dy == 0), tuple((dy, dx) for dy, dx in offsets if dx == 0)
+    """A square footprint as a vertical then a horizontal segment (its Minkowski factors)."""
+    return tuple((dy, dx) for dy, dx in offsets if dx == 0), tuple((dy, dx) for dy, dx in offsets if dy == 0)
 
 
-def _min_filter(image: Tensor, offsets: tuple[tuple[int, int], ...]) -> Tensor:
-    """Pixel ``q`` of the result is the min of ``image[q - o]`` over ``offsets`` (a point at ``p`` covers ``p + o``)."""
-    shifts = [(dy, dx) for dy, dx in offsets if (dy, dx) != (0, 0)]
-    if not shifts:
-        return image
-    out = image.clone()
-    hp, wp = image.shape[-2:]
-    for dy, dx in shifts:
-        target = out[..., max(dy, 0) : hp + min(dy, 0), max(dx, 0) : wp + min(dx, 0)]
-        target.clamp_max_(image[..., max(-dy, 0) : hp + min(-dy, 0), max(-dx, 0) : wp + min(-dx, 0)])
+def _min_filter(image: Tensor, offsets: tuple[tuple[int, int], ...], crop: tuple[int, int], buffer: Tensor) -> Tensor:
+    """``out[q] = min over offsets o of image[q + m - o]`` on a window ``crop`` smaller by margins ``m``.
+
+    A point at ``p`` covers ``p + o``; the margins centre the window. The result is a contiguous
+    view of ``buffer``.
+    """
+    height, width = crop
+    top, left = (image.shape[-2] - height) // 2, (image.shape[-1] - width) // 2
+    out = buffer.view(-1)[: image.shape[0] * height * width].view(-1, height, width)
+    views = [image[..., top - dy : top - dy + height, left - dx : left - dx + width] for dy, dx in offsets]
+    if len(views) == 1:
+        return out.copy_(views[0])
+    torch.minimum(views[0], views[1], out=out)
+    for view in views[2:]:
+        out.clamp_max_(view)
     return out
 
 
@@ -284,6 +307,9 @@ def _decode(
 ) -> None:
     """Unpack winning keys ``[c,H,W]`` into colour, depth and hole mask (written in place)."""
     torch.ge(keys, empty, out=hole)
-    torch.index_select(palette, 0, keys.bitwise_and(0xFFFFFFFF).reshape(-1), out=rgb.view(-1, palette.shape[1]))
-    ahead = keys.bitwise_right_shift(32).to(torch.int32).view(torch.float32)  # near - z; NaN in holes
-    torch.sub(ahead, near, out=depth).neg_().nan_to_num_(nan=0.0)
+    words = keys.view(torch.int32).view(-1, 2)
+    index = words[:, _LOW].contiguous()
+    for channel, out in zip(palette, rgb.view(-1, palette.shape[0]).unbind(1)):
+        torch.index_select(channel, 0, index, out=out)
+    ahead = words[:, _HIGH].view(torch.float32).view(keys.shape)  # near - z; NaN in holes
+    torch.sub(torch.tensor(near, dtype=depth.dtype), ahead, out=depth).nan_to_num_(nan=0.0)

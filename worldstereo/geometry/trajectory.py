@@ -18,11 +18,16 @@ uniform in angle.
 
 Collision shrinking: a path collides when one of its camera positions (frames 1..N-1)
 
-- lies in front of the input camera but behind the surface it sees: z-depth >= the input depth at
-  its pixel minus ``surface_margin * d`` (positions projecting outside the image use the nearest
-  border pixel: the scene is assumed to continue as at the image border), or
+- lies in the input view behind the surface it sees: z-depth >= the input depth at its pixel minus
+  ``surface_margin * d``;
+- lies outside the input view (beside or behind it) within ``surface_margin * d`` of, or beyond,
+  the tangent plane of the surface at the image-border pixel in the direction of its lateral
+  offset (the border surface is assumed to extend as a plane);
 - comes closer to a 3D-cache point than ``clearance * d`` (capped at half the input camera's own
   clearance, so a cache hugging the input view does not block every path).
+
+Surfaces the input view does not see are only known through ``cache_points`` (e.g. a panorama's
+cache, or the cache grown by earlier trajectories).
 
 While a path collides its angle (orbit: its radii) is multiplied by ``shrink_factor``, down to
 ``min_fraction`` of the configured value; ``Trajectory.fraction`` records what was kept.
@@ -161,7 +166,7 @@ def _plan_one(
 
 
 class _CollisionTest:
-    """Whether camera centres (all but the first) enter the scene seen by the input view or the 3D cache."""
+    """Whether camera positions (all but the first) enter the scene seen by the input view or the 3D cache."""
 
     def __init__(
         self,
@@ -171,9 +176,12 @@ class _CollisionTest:
         cache_points: Tensor | None,
         options: PlannerOptions,
     ) -> None:
-        self.camera, self.depth, self.points, self.chunk = camera, depth, cache_points, options.chunk
+        self.camera, self.points, self.chunk = camera, cache_points, options.chunk
+        self.depth = None if depth is None else depth.to(camera.K)
         self.margin = options.surface_margin * d
         self.clearance = options.clearance * d
+        if self.depth is not None:
+            self.surface, self.normals = _tangent_planes(camera, self.depth)
         if cache_points is not None and len(cache_points) > 0:
             own = self._nearest_distance(camera.centers)[0].item()
             self.clearance = min(self.clearance, 0.5 * own)
@@ -185,13 +193,25 @@ class _CollisionTest:
     def _behind_surface(self, eyes: Tensor) -> bool:
         if self.depth is None:
             return False
-        uv, z = self.camera.project(eyes)
         h, w = self.depth.shape
-        col = uv[0, :, 0].nan_to_num().clamp(0, w - 1).long()  # outside the image: nearest border pixel
-        row = uv[0, :, 1].nan_to_num().clamp(0, h - 1).long()
-        surface = self.depth.to(z)[row, col]
-        judged = (z[0] > 0) & torch.isfinite(surface) & (surface > 0)
-        return bool((judged & (z[0] >= surface - self.margin)).any())
+        w2c, K = self.camera.w2c[0], self.camera.K[0]
+        x, y, z = (eyes @ w2c[:3, :3].T + w2c[:3, 3]).unbind(-1)
+        fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+        safe_z = torch.where(z > 0, z, torch.ones_like(z))
+        u, v = fx * x / safe_z + cx, fy * y / safe_z + cy
+        seen = (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        # elsewhere: the border pixel in the direction of the lateral offset
+        du, dv = fx * x, fy * y
+        reach_u = torch.where(du > 0, (w - 0.5 - cx) / du, torch.where(du < 0, (cx - 0.5) / -du, math.inf))
+        reach_v = torch.where(dv > 0, (h - 0.5 - cy) / dv, torch.where(dv < 0, (cy - 0.5) / -dv, math.inf))
+        reach = torch.minimum(reach_u, reach_v).nan_to_num(posinf=0.0)
+        col = torch.where(seen, u, cx + reach * du).clamp(0, w - 1).long()
+        row = torch.where(seen, v, cy + reach * dv).clamp(0, h - 1).long()
+        depth, surface, normal = self.depth[row, col], self.surface[row, col], self.normals[row, col]
+        inside = seen & torch.isfinite(depth) & (depth > 0) & (z >= depth - self.margin)
+        side = ((eyes - surface) * normal).sum(dim=-1)  # signed distance to the extended tangent plane
+        beyond = ~seen & torch.isfinite(side) & (side < self.margin)
+        return bool((inside | beyond).any())
 
     def _too_close(self, eyes: Tensor) -> bool:
         if self.points is None or len(self.points) == 0:
@@ -205,6 +225,26 @@ class _CollisionTest:
             block = points[start : start + self.chunk]
             nearest = torch.minimum(nearest, torch.cdist(eyes, block).amin(dim=1))
         return nearest
+
+
+def _tangent_planes(camera: Camera, depth: Tensor) -> tuple[Tensor, Tensor]:
+    """Surface points ``[H,W,3]`` and unit normals facing the camera ``[H,W,3]`` (NaN where unknown).
+
+    Normals are central differences of the back-projected depth map over a 2%-of-size stencil.
+    """
+    h, w = depth.shape
+    valid = torch.isfinite(depth) & (depth > 0)
+    points = camera.backproject(torch.where(valid, depth, torch.zeros_like(depth))[None])[0]
+    points = torch.where(valid[..., None], points, torch.full_like(points, math.nan))
+    k = max(1, round(0.02 * max(h, w)))
+    rows, cols = torch.arange(h, device=depth.device), torch.arange(w, device=depth.device)
+    right, left = (cols + k).clamp(max=w - 1), (cols - k).clamp(min=0)
+    down, up = (rows + k).clamp(max=h - 1), (rows - k).clamp(min=0)
+    tangent_u = points[:, right] - points[:, left]
+    tangent_v = points[down] - points[up]
+    normals = torch.nn.functional.normalize(torch.linalg.cross(tangent_u, tangent_v, dim=-1), dim=-1)
+    facing = ((camera.centers[0] - points) * normals).sum(dim=-1, keepdim=True)
+    return points, torch.where(facing < 0, -normals, normals)
 
 
 def load_trajectory_json(data: Mapping[str, Any] | str | bytes) -> Trajectory:

@@ -33,8 +33,8 @@ def voxel_downsample(
         return points, colors, torch.zeros(0, dtype=torch.int64, device=points.device)
 
     voxel = _voxel_ids(points, voxel_size)
-    _, inverse = torch.unique(voxel, return_inverse=True)
-    count = int(inverse.max()) + 1
+    occupied, inverse = torch.unique(voxel, return_inverse=True)
+    count = occupied.numel()
     order = torch.arange(points.shape[0], device=points.device)
     first = torch.full((count,), points.shape[0], dtype=torch.int64, device=points.device)
     first.scatter_reduce_(0, inverse, order, "amin")

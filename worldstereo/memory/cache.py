@@ -149,6 +149,8 @@ class Cache3D:
         ``align="sim3"`` is a least-squares Umeyama fit, ``"robust"`` a RANSAC-style fit with inlier
         refinement, ``"none"`` merges the points as given.
         """
+        if not source_name:
+            raise InvalidInputError("an update needs a source name")
         points, colors = _finite(points, _float_colors(colors))
         transform, inliers, rmse = Sim3.identity(dtype=self._points.dtype, device=self._points.device), 0, math.nan
         pairs = 0 if anchor_src is None else len(anchor_src)
@@ -163,7 +165,9 @@ class Cache3D:
             inliers = int(mask.sum())
             rmse = float((transform.apply(src[mask]) - dst[mask]).square().sum(dim=-1).mean().sqrt())
             points = transform.apply(points.to(self._points))
-        source_id = self._source_id(source_name)
+        if source_name not in self._names:
+            self._names.append(source_name)
+        source_id = self._names.index(source_name)
         before = len(self)
         merged, merged_colors, kept = voxel_downsample(
             torch.cat([self._points, points.to(self._points)]),
@@ -176,13 +180,6 @@ class Cache3D:
         self._points, self._colors = merged, merged_colors
         added = int((kept >= before).sum())
         return UpdateReport(source_name, source_id, transform, pairs, inliers, rmse, len(points), added, len(self))
-
-    def _source_id(self, name: str) -> int:
-        if not name:
-            raise InvalidInputError("an update needs a source name")
-        if name not in self._names:
-            self._names.append(name)
-        return self._names.index(name)
 
     # --- rendering ----------------------------------------------------------------------------
     def render(self, cameras: Camera, **render_kwargs: Any) -> CacheRender:
