@@ -133,7 +133,7 @@ def test_bank_downsamples_generated_videos():
     assert bank.add(torch.rand(1, 48, 64, 3), _yaw_cameras(torch.tensor([0.0])), "input") == [0]
     video = torch.rand(81, 48, 64, 3)
     cameras = _yaw_cameras(torch.linspace(0.0, 80.0, 81))
-    added = bank.add(video, cameras, "orbit", stride=4)
+    added = bank.add(video, cameras, "orbit", frames=range(0, 81, 4))
     assert added == list(range(1, 22)) and len(bank) == 22
     assert [bank[i].index for i in added] == list(range(0, 81, 4))
     assert bank.sources == ["input"] + ["orbit"] * 21 and bank.indices_of("orbit") == added
@@ -144,7 +144,7 @@ def test_bank_downsamples_generated_videos():
 def test_bank_round_trips_through_a_directory_and_bytes(tmp_path):
     bank = MemoryBank()
     bank.add(torch.randint(0, 256, (2, 24, 32, 3), dtype=torch.uint8), _yaw_cameras(torch.tensor([0.0, 9.0]), 24, 32), "panorama")
-    bank.add(torch.rand(9, 48, 64, 3), _yaw_cameras(torch.linspace(0.0, 40.0, 9)), "up", stride=2)
+    bank.add(torch.rand(9, 48, 64, 3), _yaw_cameras(torch.linspace(0.0, 40.0, 9)), "up", frames=range(0, 9, 2))
     bank.save(tmp_path / "bank")
     for restored in (MemoryBank.load(tmp_path / "bank"), MemoryBank.from_bytes(bank.to_bytes())):
         assert len(restored) == len(bank) == 7
@@ -165,7 +165,7 @@ def test_bank_rejects_bad_input(tmp_path):
     with pytest.raises(InvalidInputError):
         bank.add(torch.zeros(2, 48, 64, 3), cameras, "")
     with pytest.raises(InvalidInputError):
-        bank.add(torch.zeros(2, 48, 64, 3), cameras, "up", stride=0)
+        bank.add(torch.zeros(2, 48, 64, 3), cameras, "up", frames=[2])
     with pytest.raises(InvalidInputError):
         MemoryBank.from_bytes(b"not an npz")
     with pytest.raises(InvalidInputError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,18 +56,22 @@ class MemoryBank:
         """Bank indices of the frames added under ``source``."""
         return [i for i, f in enumerate(self._frames) if f.source == source]
 
-    def add(self, images: Tensor, cameras: Camera, source: str, stride: int = 1) -> list[int]:
-        """Store every ``stride``-th frame of ``images`` ``[N,H,W,3]`` (from frame 0); returns their bank indices."""
+    def add(self, images: Tensor, cameras: Camera, source: str, frames: Sequence[int] | None = None) -> list[int]:
+        """Store the ``frames`` (indices into ``images [N,H,W,3]``; default all) of a video; returns their bank indices.
+
+        Each stored frame remembers its index in the video, so generated keyframes map back to their cameras.
+        """
         if images.ndim != 4 or images.shape[0] != len(cameras) or images.shape[1:3] != (cameras.height, cameras.width):
             raise InvalidInputError(
                 f"images must be [{len(cameras)},{cameras.height},{cameras.width},C], got {tuple(images.shape)}"
             )
         if not source:
             raise InvalidInputError("a memory frame needs a source tag")
-        if stride < 1:
-            raise InvalidInputError(f"stride must be >= 1, got {stride}")
+        frames = list(range(len(cameras))) if frames is None else [int(i) for i in frames]
+        if any(not 0 <= i < len(cameras) for i in frames):
+            raise InvalidInputError(f"frame indices must lie in [0, {len(cameras)}), got {frames}")
         first = len(self._frames)
-        for index in range(0, len(cameras), stride):
+        for index in frames:
             self._frames.append(MemoryFrame(images[index].clone(), cameras[index], source, index))
         return list(range(first, len(self._frames)))
 

@@ -213,7 +213,7 @@ def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, recons
         anchors = overlap_correspondences(state.cache, points, recon.cameras[keyframes], valid)
     report = state.cache.update(points[valid], colors[valid].float(), name, anchor_src=anchors[0],
                                 anchor_dst=anchors[1], align="none" if recon.frame == "world" else "robust")
-    state.bank.add(video.frames[keyframes], request.cameras[keyframes], name)
+    state.bank.add(video.frames, request.cameras, name, frames=keyframes)
     fps = ctx.settings.video_fps
     keys = [ctx.states.key(name, "video.mp4"), ctx.states.key(name, "condition.mp4"),
             ctx.states.key(name, "cameras.json")]
