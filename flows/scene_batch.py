@@ -2,7 +2,8 @@
 
 Scenes run concurrently (at most ``concurrency`` at once) and are isolated: a failing scene is recorded
 as failed in the catalog with its reason and never fails the others. A scene that is done is not run
-again; ``rerun_failed`` picks up failed scenes (resuming from their last finished stage).
+again; ``rerun_failed`` picks up failed scenes and scenes left running by an interrupted batch (batches
+never overlap: the deployments run one at a time), each resuming from its last finished stage.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 def select_scenes(
     catalog: Catalog, new_ids: list[str], scene_ids: list[str] | None, rerun_failed: bool, limit: int | None
 ) -> list[SceneEntry]:
-    """Pending scenes (and failed ones when asked), optionally only the named ones, at most ``limit``."""
-    statuses = [SceneStatus.PENDING] + ([SceneStatus.FAILED] if rerun_failed else [])
+    """Pending scenes (failed and interrupted ones too if asked), only the named ones if given, at most ``limit``."""
+    statuses = [SceneStatus.PENDING] + ([SceneStatus.FAILED, SceneStatus.RUNNING] if rerun_failed else [])
     chosen = [e for e in catalog.by_status(*statuses) if scene_ids is None or e.scene_id in scene_ids]
     chosen.sort(key=lambda e: (e.scene_id not in new_ids, e.created_at, e.scene_id))
     return chosen if limit is None else chosen[:limit]

@@ -107,7 +107,9 @@ class BackendPool:
 def get_pool(kind: str, name: str, settings: Settings, max_size: int | None = None) -> BackendPool:
     """The process-wide pool for a backend (created on first use)."""
     ensure_ray(settings.ray)
-    key = (kind, name, settings.model_dump_json(), max_size)
+    # what a loaded backend depends on; scene-level settings (storage, trajectories) travel with requests
+    key = (kind, name, settings.models.model_dump_json(), settings.generation.model_dump_json(), settings.device,
+           max_size)
     with _lock:
         if key not in _pools:
             _pools[key] = BackendPool(kind, name, settings, max_size)

@@ -23,7 +23,7 @@ from worldstereo.inputs import is_input_image, sidecar_keys
 from worldstereo.pipeline import scene as stages
 from worldstereo.pipeline.local import read_input
 from worldstereo.storage.factory import open_store
-from worldstereo.storage.keys import output_key
+from worldstereo.storage.keys import output_key, records_prefix
 from worldstereo.storage.manifests import Catalog, InputObject, SceneEntry, content_hash
 from worldstereo.storage.schemas import InputKind, SceneStatus
 
@@ -79,12 +79,14 @@ def register_inputs(settings: Settings, input_prefix: str = "") -> list[str]:
 
 
 def refresh_input(settings: Settings, entry: SceneEntry) -> None:
-    """A replaced input (same key, new bytes) gets its new content hash before a re-run."""
+    """A replaced input (same key, new bytes) gets its new content hash, and its stages run again from scratch."""
     store = open_store(settings.storage)
     digest = content_hash(store.get_bytes(settings.storage.input_bucket, entry.input_key))
     if digest != entry.content_hash:
+        store.delete_prefix(settings.storage.work_bucket, records_prefix(entry.scene_id))
         with _catalog_lock:
-            Catalog(store, settings.storage.work_bucket).upsert([replace(entry, content_hash=digest)])
+            catalog = Catalog(store, settings.storage.work_bucket)
+            catalog.upsert([replace(catalog.get(entry.scene_id), content_hash=digest)])
 
 
 def _context(settings: Settings, scene_id: str) -> stages.SceneContext:
@@ -143,6 +145,8 @@ class SceneOutcome:
 def process_scene(settings: Settings, entry: SceneEntry) -> SceneOutcome:
     """All stages of one scene in order; failures are recorded in the catalog, never raised."""
     started = time.perf_counter()
+    if entry.status is SceneStatus.RUNNING:  # left running by an interrupted batch
+        catalog_update(settings, entry.scene_id, SceneStatus.PENDING)
     catalog_update(settings, entry.scene_id, SceneStatus.RUNNING)
     outputs = f"{settings.storage.work_bucket}/{output_key(entry.scene_id, 'exports')}/"
     try:

@@ -75,3 +75,13 @@ def storage_settings(request: pytest.FixtureRequest) -> StorageSettings:
 def store(storage_settings: StorageSettings) -> ObjectStore:
     """The store for ``storage_settings``."""
     return open_store(storage_settings)
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """URL of a Prefect API on a temporary database for the whole session (starting it takes tens of seconds)."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield PREFECT_API_URL.value()

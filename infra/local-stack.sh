@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# The whole stack on this machine, without Docker:
+#   S3 server on loopback  MinIO when a `minio` binary is on PATH, else moto_server (from moto[server])
+#   Prefect server         `prefect server start` on its own SQLite database
+#   work pool + worker     `worldstereo-process` (type process, one flow run at a time) and a worker on it
+#   Ray head               `ray start --head` with this machine's CPUs (and GPUs)
+#   webhook receiver       `worldstereo serve-webhook` for bucket notifications
+# Writes infra/.env.local (`source infra/.env.local` to talk to the stack) and keeps databases, logs and
+# process ids under infra/.local-stack/. Stop it with infra/stop-local-stack.sh.
+#
+# Ports and sizes (environment): S3_PORT=9000 PREFECT_PORT=4200 RAY_PORT=6379 WEBHOOK_PORT=8765
+# RAY_CPUS=$(nproc) RAY_OBJECT_STORE_BYTES=1 GiB; credentials S3_ACCESS_KEY / S3_SECRET_KEY (generated
+# once and kept in .env.local).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+STATE="$ROOT/infra/.local-stack"
+ENV_FILE="$ROOT/infra/.env.local"
+BIN="${VENV_BIN:-$ROOT/.venv/bin}"
+POOL=worldstereo-process
+S3_PORT="${S3_PORT:-9000}"
+PREFECT_PORT="${PREFECT_PORT:-4200}"
+RAY_PORT="${RAY_PORT:-6379}"
+WEBHOOK_PORT="${WEBHOOK_PORT:-8765}"
+RAY_CPUS="${RAY_CPUS:-$(nproc)}"
+RAY_OBJECT_STORE_BYTES="${RAY_OBJECT_STORE_BYTES:-$((1024 * 1024 * 1024))}"
+RAY_TMP="/tmp/ray-worldstereo-$RAY_PORT"  # not /tmp/ray: a plain ray.init() elsewhere must not join this cluster
+
+mkdir -p "$STATE/pids" "$STATE/logs"
+for name in s3 prefect-server ray-head prefect-worker webhook; do
+  if [ -f "$STATE/pids/$name.pid" ] && kill -0 "$(cat "$STATE/pids/$name.pid")" 2>/dev/null; then
+    echo "the local stack is already running ($name); stop it with infra/stop-local-stack.sh" >&2
+    exit 1
+  fi
+done
+
+# Each service runs in a session of its own; its pid is the process group the stop script ends.
+start() {
+  local name="$1"; shift
+  setsid "$@" >"$STATE/logs/$name.log" 2>&1 < /dev/null &
+  echo $! >"$STATE/pids/$name.pid"
+  echo "started $name (pid $!), log $STATE/logs/$name.log"
+}
+
+wait_for() {  # NAME URL SECONDS: until the URL answers any HTTP status
+  local name="$1" url="$2" deadline=$((SECONDS + $3))
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' "$url")" != "000" ]; do
+    if [ $SECONDS -ge $deadline ] || ! kill -0 "$(cat "$STATE/pids/$name.pid")" 2>/dev/null; then
+      echo "$name did not come up; last lines of its log:" >&2
+      tail -n 30 "$STATE/logs/$name.log" >&2
+      exit 1
+    fi
+    sleep 1
+  done
+}
+
+# --- environment ---------------------------------------------------------------------------------
+if [ -f "$ENV_FILE" ]; then  # keep the credentials of an earlier start (MinIO's data outlives the stack)
+  S3_ACCESS_KEY="${S3_ACCESS_KEY:-$(sed -n 's/^export WORLDSTEREO_STORAGE__ACCESS_KEY=//p' "$ENV_FILE")}"
+  S3_SECRET_KEY="${S3_SECRET_KEY:-$(sed -n 's/^export WORLDSTEREO_STORAGE__SECRET_KEY=//p' "$ENV_FILE")}"
+fi
+S3_ACCESS_KEY="${S3_ACCESS_KEY:-worldstereo}"
+S3_SECRET_KEY="${S3_SECRET_KEY:-$(openssl rand -hex 20)}"
+WEBHOOK_TOKEN="${WEBHOOK_TOKEN:-$(openssl rand -hex 20)}"
+RAY_TOKEN_FILE="$STATE/ray-auth-token"  # Ray's token authentication: the head and every driver read this file
+[ -s "$RAY_TOKEN_FILE" ] || (umask 077 && openssl rand -hex 32 >"$RAY_TOKEN_FILE")
+cat >"$ENV_FILE" <<EOF
+# Written by infra/local-stack.sh: \`source infra/.env.local\` to use the local stack.
+export PREFECT_API_URL=http://127.0.0.1:$PREFECT_PORT/api
+export WORLDSTEREO_PROJECT_DIR=$ROOT
+export WORLDSTEREO_STORAGE__BACKEND=s3
+export WORLDSTEREO_STORAGE__ENDPOINT=127.0.0.1:$S3_PORT
+export WORLDSTEREO_STORAGE__SECURE=false
+export WORLDSTEREO_STORAGE__ACCESS_KEY=$S3_ACCESS_KEY
+export WORLDSTEREO_STORAGE__SECRET_KEY=$S3_SECRET_KEY
+export WORLDSTEREO_STORAGE__INPUT_BUCKET=worldstereo-input
+export WORLDSTEREO_STORAGE__WORK_BUCKET=worldstereo-work
+export WORLDSTEREO_RAY__ADDRESS=127.0.0.1:$RAY_PORT
+export RAY_AUTH_MODE=token
+export RAY_AUTH_TOKEN_PATH=$RAY_TOKEN_FILE
+export WORLDSTEREO_WEBHOOK_TOKEN=$WEBHOOK_TOKEN
+export WORLDSTEREO_WEBHOOK_URL=http://127.0.0.1:$WEBHOOK_PORT/events
+EOF
+chmod 600 "$ENV_FILE"
+set -a
+# shellcheck source=/dev/null
+source "$ENV_FILE"
+set +a
+export PATH="$BIN:$PATH"
+
+# --- object store ---------------------------------------------------------------------------------
+if command -v minio >/dev/null; then
+  MINIO_ROOT_USER="$S3_ACCESS_KEY" MINIO_ROOT_PASSWORD="$S3_SECRET_KEY" \
+  MINIO_NOTIFY_WEBHOOK_ENABLE_WORLDSTEREO=on \
+  MINIO_NOTIFY_WEBHOOK_ENDPOINT_WORLDSTEREO="$WORLDSTEREO_WEBHOOK_URL" \
+  MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_WORLDSTEREO="$WEBHOOK_TOKEN" \
+  MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_WORLDSTEREO="$STATE/minio-events" \
+    start s3 minio server "$STATE/minio" --address "127.0.0.1:$S3_PORT" --console-address "127.0.0.1:$((S3_PORT + 1))"
+else
+  start s3 moto_server -H 127.0.0.1 -p "$S3_PORT"
+fi
+wait_for s3 "http://127.0.0.1:$S3_PORT/" 60
+python - <<'EOF'
+from worldstereo.config import load_settings
+from worldstereo.storage import open_store
+
+storage = load_settings().storage
+store = open_store(storage)
+for bucket in (storage.input_bucket, storage.work_bucket):
+    store.ensure_bucket(bucket)
+    print(f"bucket {bucket} ready")
+EOF
+
+# --- Prefect server, Ray head ---------------------------------------------------------------------
+PREFECT_HOME="$STATE/prefect" PREFECT_SERVER_ANALYTICS_ENABLED=false \
+  start prefect-server prefect server start --host 127.0.0.1 --port "$PREFECT_PORT"
+echo "$RAY_TMP" >"$STATE/ray-temp-dir"
+start ray-head ray start --head --block --port "$RAY_PORT" --num-cpus "$RAY_CPUS" \
+  --object-store-memory "$RAY_OBJECT_STORE_BYTES" --include-dashboard false --temp-dir "$RAY_TMP" --disable-usage-stats
+wait_for prefect-server "$PREFECT_API_URL/health" 180
+
+# --- work pool, worker, webhook -------------------------------------------------------------------
+prefect work-pool inspect "$POOL" >/dev/null 2>&1 || prefect work-pool create --type process "$POOL"
+prefect work-pool set-concurrency-limit "$POOL" 1  # the catalog has a single writer: one batch at a time
+start prefect-worker prefect worker start --pool "$POOL" --type process
+start webhook worldstereo serve-webhook --host 127.0.0.1 --port "$WEBHOOK_PORT"
+wait_for webhook "http://127.0.0.1:$WEBHOOK_PORT/healthz" 60
+python - <<'EOF'
+import os
+
+import ray
+
+ray.init(address=os.environ["WORLDSTEREO_RAY__ADDRESS"], log_to_driver=False)
+print("ray cluster:", ray.cluster_resources())
+EOF
+
+cat <<EOF
+
+local stack up:
+  Prefect UI        http://127.0.0.1:$PREFECT_PORT
+  S3 endpoint       http://127.0.0.1:$S3_PORT  (buckets worldstereo-input, worldstereo-work)
+  Ray               $WORLDSTEREO_RAY__ADDRESS
+  webhook           $WORLDSTEREO_WEBHOOK_URL
+next:
+  source infra/.env.local
+  prefect --no-prompt deploy --all
+  prefect deployment run scene-batch/scene-batch
+stop: infra/stop-local-stack.sh
+EOF

@@ -1,0 +1,213 @@
+"""The bucket-notification receiver, and the deployments of prefect.yaml it starts.
+
+Payloads are what MinIO posts (S3 event records in MinIO's envelope, keys URL-encoded as query values).
+The end-to-end cases deploy prefect.yaml with ``prefect deploy`` against a Prefect API without a worker,
+so the runs the receiver starts stay scheduled and can be counted.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote_plus
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from flows.webhook import NewObject, WebhookSettings, create_app
+
+ROOT = Path(__file__).resolve().parents[1]
+INPUTS = "ws-input"
+POOL = "worldstereo-process"
+
+
+def minio_event(key: str, bucket: str = INPUTS, etag: str = "5d41402abc4b2a76b9719d911017c592",
+                event: str = "s3:ObjectCreated:Put") -> dict:
+    """One MinIO notification for one object."""
+    record = {
+        "eventVersion": "2.0", "eventSource": "minio:s3", "awsRegion": "", "eventTime": "2026-01-05T10:00:00.000Z",
+        "eventName": event, "userIdentity": {"principalId": "minioadmin"},
+        "requestParameters": {"sourceIPAddress": "127.0.0.1"}, "responseElements": {"x-amz-request-id": "17B"},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "Config",
+               "bucket": {"name": bucket, "ownerIdentity": {"principalId": "minioadmin"},
+                          "arn": f"arn:aws:s3:::{bucket}"},
+               "object": {"key": quote_plus(key), "size": 2048, "eTag": etag, "contentType": "image/png",
+                          "userMetadata": {"content-type": "image/png"}, "sequencer": "17B9A8C0D1E2F3A4"}},
+        "source": {"host": "127.0.0.1", "port": "", "userAgent": "MinIO (linux; amd64) minio-go/v7.0.70"},
+    }
+    return {"EventName": event, "Key": f"{bucket}/{key}", "Records": [record]}
+
+
+class Recorder:
+    """A starter that records what it was asked to start."""
+
+    def __init__(self) -> None:
+        self.started: list[NewObject] = []
+
+    async def __call__(self, obj: NewObject) -> str:
+        self.started.append(obj)
+        return f"run-{len(self.started)}"
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+def client_for(start, token: str | None = None) -> TestClient:
+    settings = WebhookSettings(token=None if token is None else SecretStr(token))
+    return TestClient(create_app(INPUTS, settings, start))
+
+
+# --- receiving ------------------------------------------------------------------------------------
+def test_new_input_image_starts_one_run(recorder: Recorder) -> None:
+    response = client_for(recorder).post("/events", json=minio_event("uploads/living room.png", etag='"abc"'))
+    assert response.status_code == 200
+    assert recorder.started == [NewObject(INPUTS, "uploads/living room.png", "abc", 2048)]
+    assert response.json() == {"started": [{"bucket": INPUTS, "key": "uploads/living room.png", "etag": "abc",
+                                            "flow_run_id": "run-1"}], "ignored": 0}
+    assert recorder.started[0].idempotency_key == f"{INPUTS}/uploads/living room.png/abc"
+
+
+@pytest.mark.parametrize("payload", [
+    minio_event("uploads/room.depth.npy"),
+    minio_event("uploads/room.camera.json"),
+    minio_event("uploads/notes.txt"),
+    minio_event("uploads/.room.png"),
+    minio_event("uploads/room.png", bucket="someone-else"),
+    minio_event("uploads/room.png", event="s3:ObjectRemoved:Delete"),
+    minio_event("uploads/room.png", event="s3:ObjectAccessed:Get"),
+    {"EventName": "s3:TestEvent"},
+], ids=["depth-sidecar", "camera-sidecar", "text", "hidden", "other-bucket", "removed", "accessed", "no-records"])
+def test_other_events_start_nothing(recorder: Recorder, payload: dict) -> None:
+    response = client_for(recorder).post("/events", json=payload)
+    assert response.status_code == 200 and response.json()["started"] == []
+    assert recorder.started == []
+
+
+def test_one_post_with_many_records(recorder: Recorder) -> None:
+    records = [minio_event(key)["Records"][0] for key in ("a/x.png", "a/x.depth.npy", "a/y.JPG", "a/x.png")]
+    aws = minio_event("a/z.webp", event="ObjectCreated:CompleteMultipartUpload")["Records"][0]
+    response = client_for(recorder).post("/events", json={"Records": [*records, aws]})
+    assert [o.key for o in recorder.started] == ["a/x.png", "a/y.JPG", "a/z.webp"]
+    assert response.json()["ignored"] == 2
+
+
+def test_bearer_token(recorder: Recorder) -> None:
+    client = client_for(recorder, token="s3cret")
+    event = minio_event("uploads/room.png")
+    for authorization in (None, "Bearer wrong", "Bearer s3cret2", "s3cret", "Basic s3cret", "Bearer  s3cret"):
+        headers = {} if authorization is None else {"Authorization": authorization}
+        assert client.post("/events", json=event, headers=headers).status_code == 401
+    assert recorder.started == []
+    for authorization in ("Bearer s3cret", "bearer s3cret"):  # the scheme is case-insensitive (RFC 9110)
+        assert client.post("/events", json=event, headers={"Authorization": authorization}).status_code == 200
+    assert len(recorder.started) == 2
+    assert client.get("/healthz").json()["status"] == "ok"
+
+
+def test_malformed_payload_is_rejected(recorder: Recorder) -> None:
+    response = client_for(recorder).post("/events", json={"Records": [{"eventName": "s3:ObjectCreated:Put"}]})
+    assert response.status_code == 422 and recorder.started == []
+
+
+def test_token_from_environment(monkeypatch) -> None:
+    monkeypatch.setenv("WORLDSTEREO_WEBHOOK_TOKEN", "from-env")
+    assert WebhookSettings().token.get_secret_value() == "from-env"
+
+
+# --- prefect.yaml and real deployments ------------------------------------------------------------
+def test_prefect_yaml_declares_both_deployments() -> None:
+    from prefect.cli.deploy._models import PrefectYamlModel
+    from prefect.flows import load_flow_from_entrypoint
+
+    config = PrefectYamlModel.model_validate(yaml.safe_load((ROOT / "prefect.yaml").read_text()))
+    by_name = {d.name: d for d in config.deployments}
+    assert set(by_name) == {"scene-batch", "rerun-failed"}
+    for deployment in by_name.values():
+        assert deployment.work_pool.name == POOL
+        flow = load_flow_from_entrypoint(str(ROOT / deployment.entrypoint))
+        assert flow.name == "scene-batch"
+        flow.validate_parameters(deployment.parameters)
+    assert by_name["rerun-failed"].parameters == {"rerun_failed": True}
+    assert config.pull == [{"prefect.deployments.steps.set_working_directory":
+                            {"directory": "{{ $WORLDSTEREO_PROJECT_DIR }}"}}]
+
+
+@pytest.fixture(scope="module")
+def deployments(prefect_api: str) -> dict[str, object]:
+    """prefect.yaml deployed with the Prefect CLI into its work pool (which has no worker)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=POOL, type="process"), overwrite=True)
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "WORLDSTEREO_PROJECT_DIR": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with get_client(sync_client=True) as client:
+        return {name: client.read_deployment_by_name(f"scene-batch/{name}") for name in ("scene-batch", "rerun-failed")}
+
+
+def test_deployments_as_registered(deployments: dict) -> None:
+    batch, rerun = deployments["scene-batch"], deployments["rerun-failed"]
+    assert batch.entrypoint == rerun.entrypoint == "flows/scene_batch.py:scene_batch"
+    assert batch.work_pool_name == rerun.work_pool_name == POOL
+    assert batch.parameters == {"input_prefix": "", "rerun_failed": False, "concurrency": 2}
+    assert rerun.parameters == {"rerun_failed": True}
+    assert [(s.schedule.interval.total_seconds(), s.active) for s in batch.schedules] == [(300.0, False)]
+    assert rerun.schedules == []
+    for deployment in (batch, rerun):
+        assert deployment.global_concurrency_limit.limit == 1
+        assert deployment.concurrency_options.collision_strategy.value == "ENQUEUE"
+    for deployment in (batch, rerun):  # the placeholder resolves from the deploying environment
+        assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
+
+
+@pytest.fixture
+def flow_runs(deployments: dict, prefect_api: str, monkeypatch) -> Iterator:
+    """Reads back the flow runs of the scene-batch deployment (the receiver runs in its own thread, so
+    it finds the API through the environment)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
+    only = DeploymentFilter(id=DeploymentFilterId(any_=[deployments["scene-batch"].id]))
+    with get_client(sync_client=True) as client:
+        yield lambda: client.read_flow_runs(deployment_filter=only)
+
+
+def test_notifications_start_deployment_runs(flow_runs) -> None:
+    from flows.webhook import deployment_starter
+
+    client = TestClient(create_app(INPUTS, WebhookSettings(), deployment_starter()))
+    assert flow_runs() == []
+
+    first = client.post("/events", json=minio_event("drop/room one.png", etag="e1"))
+    assert first.status_code == 200, first.text
+    runs = flow_runs()
+    assert [(str(r.id), r.parameters, r.state.type.value) for r in runs] == [
+        (first.json()["started"][0]["flow_run_id"],
+         {"input_prefix": "drop/room one.png", "rerun_failed": False, "concurrency": 2}, "SCHEDULED")]
+
+    again = client.post("/events", json=minio_event("drop/room one.png", etag="e1"))
+    assert again.json()["started"][0]["flow_run_id"] == str(runs[0].id)
+    for ignored in ("drop/room one.depth.npy", "drop/room one.camera.json"):
+        client.post("/events", json=minio_event(ignored))
+    client.post("/events", json=minio_event("drop/room.png", bucket="another-bucket"))
+    assert len(flow_runs()) == 1
+
+    client.post("/events", json=minio_event("drop/room one.png", etag="e2"))  # new content, same key
+    client.post("/events", json=minio_event("drop/pano.jpg", etag="e3"))
+    runs = flow_runs()
+    assert sorted((r.parameters["input_prefix"], r.idempotency_key) for r in runs) == [
+        ("drop/pano.jpg", f"{INPUTS}/drop/pano.jpg/e3"),
+        ("drop/room one.png", f"{INPUTS}/drop/room one.png/e1"),
+        ("drop/room one.png", f"{INPUTS}/drop/room one.png/e2"),
+    ]
