@@ -158,7 +158,7 @@ def bench_dmd(
     flow_steps: int = 40,
     dmd_steps: int = 4,
     guidance: float = 5.0,
-    repeats: int = 1,
+    repeats: int = 3,
     device: str = "cpu",
 ) -> None:
     """Sampling: 4-step CFG-free DMD against flow matching with CFG, on the tiny model."""

@@ -46,7 +46,7 @@ def run_dmd_benchmark(
     flow_steps: int = 40,
     dmd_steps: int = 4,
     guidance: float = 5.0,
-    repeats: int = 1,
+    repeats: int = 3,
     device: str = "cpu",
     seed: int = 0,
 ) -> dict:
@@ -70,6 +70,7 @@ def run_dmd_benchmark(
         return best, count
 
     try:
+        model.sample(conditioning, prompt, seed=seed, sampler="dmd", steps=1)  # warm-up: first-call costs
         flow_s, flow_calls = timed(sampler="flow", steps=flow_steps, guidance=guidance)
         dmd_s, dmd_calls = timed(sampler="dmd", steps=dmd_steps)
     finally:
