@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from worldstereo.cli import JsonOption, emit, app, bench_app
+from worldstereo.cli import JsonOption, app, bench_app, emit
+
+# An embedded Prefect server must not try to phone home from machines without internet access.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
 
 @app.command()
 def batch(

@@ -80,6 +80,9 @@ def store(storage_settings: StorageSettings) -> ObjectStore:
 @pytest.fixture(scope="session")
 def prefect_api() -> Iterator[str]:
     """URL of a Prefect API on a temporary database for the whole session (starting it takes tens of seconds)."""
+    import os
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from a test server
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
