@@ -95,7 +95,7 @@ class MemorySettings(BaseModel):
     voxel_ratio: float = 0.002
     splat_radius: int = 1
     far_depth_ratio: float = 8.0
-    edge_threshold: float = 0.05
+    edge_threshold: float = 0.12  # Sobel on normalised disparity, as the released cache renderer
 
 
 class PanoramaSettings(BaseModel):

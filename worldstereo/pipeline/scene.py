@@ -127,7 +127,8 @@ def _panorama_start(settings: Settings, scene: SceneInput, estimate: DepthEstima
     views = split_panorama(scene.rgb, pano, estimate.depth)
     bank = MemoryBank()
     bank.add(views.images, views.cameras, "panorama")
-    points, colors = panorama_point_cloud(scene.rgb, estimate.depth, stride=settings.panorama.cloud_stride)
+    points, colors = panorama_point_cloud(scene.rgb, estimate.depth, stride=settings.panorama.cloud_stride,
+                                          edge_threshold=settings.memory.edge_threshold)
     cache = Cache3D.from_points(points, colors, settings.memory.voxel_ratio * _median(estimate.depth))
     horizon = torch.nonzero(views.pitches_deg.abs() < 1e-6).flatten()
     count = min(settings.panorama.start_views, len(horizon))
