@@ -30,13 +30,7 @@ from worldstereo.models.rope import PositionalRotaryEmbed, grid_positions, stitc
 SIZE = 32  # tiny clips: 32 x 32 pixels -> 4 x 4 latents -> 2 x 2 tokens per frame
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, which only add synchronisation on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomise(module: nn.Module, seed: int) -> None:
