@@ -143,7 +143,7 @@ def render_points(
     hole = torch.empty((n, h, w), dtype=torch.bool, device=device)
     origin = points.detach().mean(dim=0)  # float32 maths in coordinates centred on the cloud
     projections = _pixel_projections(cameras, pad, near, origin)
-    palette = torch.cat([colors.T, colors.new_zeros((colors.shape[1], 1))], dim=1)  # [C, P+1]; P: holes
+    palette = torch.cat([colors, colors.new_zeros((1, colors.shape[1]))])  # [P+1, C]; row P: holes
     empty = num_points - 2**32
     xyz = torch.ones((4, num_points), dtype=torch.float32, device=device)  # homogeneous, relative to origin
     torch.sub(points.detach().T, origin[:, None], out=xyz[:3])
@@ -309,7 +309,6 @@ def _decode(
     torch.ge(keys, empty, out=hole)
     words = keys.view(torch.int32).view(-1, 2)
     index = words[:, _LOW].contiguous()
-    for channel, out in zip(palette, rgb.view(-1, palette.shape[0]).unbind(1)):
-        torch.index_select(channel, 0, index, out=out)
+    torch.index_select(palette, 0, index, out=rgb.view(-1, palette.shape[1]))
     ahead = words[:, _HIGH].view(torch.float32).view(keys.shape)  # near - z; NaN in holes
     torch.sub(torch.tensor(near, dtype=depth.dtype), ahead, out=depth).nan_to_num_(nan=0.0)
