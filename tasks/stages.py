@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -19,13 +19,13 @@ from tasks.artifacts import publish_scene_artifact
 from tasks.ray_pools import get_pool
 from worldstereo.config import Settings
 from worldstereo.errors import PermanentError
-from worldstereo.inputs import is_input_image, sidecar_keys
 from worldstereo.pipeline import scene as stages
 from worldstereo.pipeline.local import read_input
 from worldstereo.storage.factory import open_store
-from worldstereo.storage.keys import output_key, records_prefix
-from worldstereo.storage.manifests import Catalog, InputObject, SceneEntry, content_hash
-from worldstereo.storage.schemas import InputKind, SceneStatus
+from worldstereo.storage.keys import output_key, scene_prefix
+from worldstereo.storage.manifests import Catalog, SceneEntry
+from worldstereo.storage.scan import scan_inputs
+from worldstereo.storage.schemas import SceneStatus
 
 RETRIES = 3
 _catalog_lock = threading.Lock()  # the flow process is the catalog's single writer
@@ -52,41 +52,27 @@ def catalog_update(settings: Settings, scene_id: str, status: SceneStatus, error
         return Catalog(open_store(settings.storage), settings.storage.work_bucket).set_status(scene_id, status, error)
 
 
-def _input_kind(store, bucket: str, key: str) -> InputKind:
-    camera_key = sidecar_keys(key)[1]
-    if store.exists(bucket, camera_key) and b'"panorama"' in store.get_bytes(bucket, camera_key):
-        return InputKind.PANORAMA
-    return InputKind.PERSPECTIVE
-
-
 @task(cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=exponential_backoff(backoff_factor=2),
       retry_condition_fn=is_transient)
 def register_inputs(settings: Settings, input_prefix: str = "") -> list[str]:
-    """List the input bucket and add new images to the catalog (deduplicated by content hash)."""
+    """List the input bucket and register new and changed images; returns the scenes now pending.
+
+    Only images whose listed version differs from the catalog's are read and hashed, so a batch over
+    a large, mostly processed bucket costs a listing. A replaced image (same key, new bytes) loses
+    its stage records and outputs and runs again from scratch.
+    """
     store = open_store(settings.storage)
-    bucket = settings.storage.input_bucket
+    bucket, work_bucket = settings.storage.input_bucket, settings.storage.work_bucket
     store.ensure_bucket(bucket)
-    inputs = []
-    for entry in store.list(bucket, input_prefix):
-        if entry.is_prefix or not is_input_image(entry.key):
-            continue
-        data = store.get_bytes(bucket, entry.key)
-        inputs.append(InputObject(entry.key, _input_kind(store, bucket, entry.key), content_hash(data)))
     with _catalog_lock:
-        added = Catalog(store, settings.storage.work_bucket).register(inputs)
-    get_run_logger().info("%d inputs listed, %d new scenes", len(inputs), len(added))
-    return [entry.scene_id for entry in added]
-
-
-def refresh_input(settings: Settings, entry: SceneEntry) -> None:
-    """A replaced input (same key, new bytes) gets its new content hash, and its stages run again from scratch."""
-    store = open_store(settings.storage)
-    digest = content_hash(store.get_bytes(settings.storage.input_bucket, entry.input_key))
-    if digest != entry.content_hash:
-        store.delete_prefix(settings.storage.work_bucket, records_prefix(entry.scene_id))
-        with _catalog_lock:
-            catalog = Catalog(store, settings.storage.work_bucket)
-            catalog.upsert([replace(catalog.get(entry.scene_id), content_hash=digest)])
+        catalog = Catalog(store, work_bucket)
+        scan = scan_inputs(store, bucket, input_prefix, {e.input_key: e.input_version for e in catalog.entries()})
+        registration = catalog.register(
+            scan.inputs, on_replace=lambda old: store.delete_prefix(work_bucket, scene_prefix(old.scene_id))
+        )
+    get_run_logger().info("%d inputs listed, %d read, %d new scenes, %d replaced inputs",
+                          scan.listed, len(scan.inputs), len(registration.added), len(registration.replaced))
+    return registration.scene_ids
 
 
 def _context(settings: Settings, scene_id: str) -> stages.SceneContext:
@@ -150,7 +136,6 @@ def process_scene(settings: Settings, entry: SceneEntry) -> SceneOutcome:
     catalog_update(settings, entry.scene_id, SceneStatus.RUNNING)
     outputs = f"{settings.storage.work_bucket}/{output_key(entry.scene_id, 'exports')}/"
     try:
-        refresh_input(settings, entry)
         init_stage(settings, entry.scene_id, entry.input_key)
         names = stages.trajectory_names(_context(settings, entry.scene_id))
         for name in names:

@@ -176,6 +176,17 @@ def test_second_run_starts_nothing(batch: Batch) -> None:
     assert [name.split("-")[0] for name in names] == ["register_inputs"]
 
 
+def test_reuploaded_identical_input_runs_nothing(batch: Batch) -> None:
+    inputs, room = batch.settings.storage.input_bucket, scene_id_from_key(ROOM_KEY)
+    batch.store.put_bytes(inputs, ROOM_KEY, batch.store.get_bytes(inputs, ROOM_KEY))
+    before = record_versions(batch.store, batch.work_bucket, [room])
+
+    assert run_batch() == []
+
+    assert Catalog(batch.store, batch.work_bucket).get(room) == batch.catalog[room]  # S3 ETag: the same bytes
+    assert record_versions(batch.store, batch.work_bucket, [room]) == before
+
+
 def test_rerun_failed_processes_only_the_fixed_input(batch: Batch, tmp_path: Path) -> None:
     inputs = batch.settings.storage.input_bucket
     image = next(p for p in write_samples(tmp_path, seed=1) if p.stem == "room")

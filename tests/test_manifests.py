@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +17,7 @@ from worldstereo.storage import (
     InputKind,
     InputObject,
     ObjectStore,
+    Registration,
     SceneStatus,
     StageRecord,
     StageRecords,
@@ -57,7 +59,7 @@ def test_register_deduplicates_by_content_and_key(catalog: Catalog, store: Objec
             InputObject.from_bytes("in/a.png", InputKind.PERSPECTIVE, b"room pixels"),
             InputObject.from_bytes("in/pano.jpg", InputKind.PANORAMA, b"panorama pixels"),
         ]
-    )
+    ).added
     assert [e.input_key for e in first] == ["in/a.png", "in/pano.jpg"]
     assert {e.scene_id for e in first} == {scene_id_from_key("in/a.png"), scene_id_from_key("in/pano.jpg")}
     for entry in first:
@@ -67,13 +69,12 @@ def test_register_deduplicates_by_content_and_key(catalog: Catalog, store: Objec
 
     second = catalog.register(
         [
-            InputObject.from_bytes("in/a.png", InputKind.PERSPECTIVE, b"edited pixels"),
             InputObject.from_bytes("in/copy.png", InputKind.PERSPECTIVE, b"panorama pixels"),
             InputObject.from_bytes("in/new.png", InputKind.PERSPECTIVE, b"new pixels"),
         ]
     )
-    assert [e.input_key for e in second] == ["in/new.png"]
-    assert catalog.register([]) == []
+    assert [e.input_key for e in second.added] == ["in/new.png"] and second.replaced == []
+    assert catalog.register([]) == Registration([], [])
     entries = catalog.entries()
     assert [e.input_key for e in entries] == sorted(
         ["in/a.png", "in/pano.jpg", "in/new.png"], key=scene_id_from_key
@@ -86,7 +87,7 @@ def test_register_deduplicates_by_content_and_key(catalog: Catalog, store: Objec
 
 
 def test_status_transitions_and_attempts(catalog: Catalog):
-    (entry,) = catalog.register([InputObject.from_bytes("in/room.png", InputKind.PERSPECTIVE, b"x")])
+    (entry,) = catalog.register([InputObject.from_bytes("in/room.png", InputKind.PERSPECTIVE, b"x")]).added
     scene = entry.scene_id
 
     running = catalog.set_status(scene, SceneStatus.RUNNING)
@@ -118,15 +119,47 @@ def test_status_transitions_and_attempts(catalog: Catalog):
         catalog.set_status("unknown-0000000000", SceneStatus.RUNNING)
 
 
-def test_upsert_replaces_rows_by_scene_id(catalog: Catalog):
-    entries = catalog.register(
-        [InputObject.from_bytes(f"in/{name}.png", InputKind.PERSPECTIVE, name.encode()) for name in ("p", "q")]
-    )
-    changed = replace(entries[0], attempts=7)
-    catalog.upsert([changed])
-    assert catalog.table().num_rows == 2
-    assert catalog.get(changed.scene_id).attempts == 7
-    assert catalog.get(entries[1].scene_id) == entries[1]
+def test_replaced_input_goes_back_to_pending_with_its_new_hash(catalog: Catalog, store: ObjectStore, storage_settings):
+    (entry,) = catalog.register([InputObject.from_bytes("in/a.png", InputKind.PERSPECTIVE, b"old", "v1")]).added
+    catalog.set_status(entry.scene_id, SceneStatus.RUNNING)
+    failed = catalog.set_status(entry.scene_id, SceneStatus.FAILED, error="not an image")
+    seen_by_hook = []
+
+    def on_replace(old):  # runs before the catalog changes: what is stored is still the old row
+        seen_by_hook.append((old, Catalog(store, storage_settings.work_bucket).get(old.scene_id)))
+
+    edited = InputObject.from_bytes("in/a.png", InputKind.PERSPECTIVE, b"edited", "v2")
+    registration = catalog.register([edited], on_replace=on_replace)
+
+    assert registration.added == [] and registration.scene_ids == [entry.scene_id]
+    (replaced,) = registration.replaced
+    assert seen_by_hook == [(failed, failed)]
+    assert (replaced.status, replaced.error, replaced.attempts) == (SceneStatus.PENDING, None, 1)
+    assert (replaced.content_hash, replaced.input_version) == (edited.content_hash, "v2")
+    assert replaced.created_at == entry.created_at and replaced.updated_at > failed.updated_at
+    assert catalog.get(entry.scene_id) == replaced
+    assert catalog.register([edited], on_replace=on_replace) == Registration([], []) and len(seen_by_hook) == 1
+
+
+def test_unchanged_content_under_a_new_version_only_records_the_version(catalog: Catalog, store, storage_settings):
+    (entry,) = catalog.register([InputObject.from_bytes("in/a.png", InputKind.PERSPECTIVE, b"same", "v1")]).added
+    done = catalog.set_status(catalog.set_status(entry.scene_id, SceneStatus.RUNNING).scene_id, SceneStatus.DONE)
+    etag = store.stat(storage_settings.work_bucket, catalog_key()).etag
+
+    assert catalog.register([InputObject.from_bytes("in/a.png", InputKind.PERSPECTIVE, b"same", "v1")]) == Registration([], [])
+    assert store.stat(storage_settings.work_bucket, catalog_key()).etag == etag  # nothing to write
+    assert catalog.register([InputObject.from_bytes("in/a.png", InputKind.PERSPECTIVE, b"same", "v2")]) == Registration([], [])
+    assert catalog.get(entry.scene_id) == replace(done, input_version="v2")
+
+
+def test_catalog_written_before_input_versions_reads_them_as_unknown(catalog: Catalog, store, storage_settings):
+    (entry,) = catalog.register([InputObject.from_bytes("in/a.png", InputKind.PERSPECTIVE, b"x", "v1")]).added
+    key = catalog_key()
+    older = store.read_table(storage_settings.work_bucket, key).drop_columns(["input_version"])
+    store.write_table(storage_settings.work_bucket, key, older)
+
+    assert catalog.entries() == [replace(entry, input_version=None)]
+    assert catalog.table().schema.equals(CATALOG_SCHEMA)
 
 
 def test_catalog_with_a_foreign_schema_is_refused(catalog: Catalog, store: ObjectStore, storage_settings):
@@ -203,3 +236,38 @@ def test_stage_records_validate_their_fields():
         StageRecord(scene_id=scene, stage="fuse", output_keys=(), duration_s=-1.0)
     with pytest.raises(ValueError, match="timezone"):
         StageRecord(scene_id=scene, stage="fuse", output_keys=(), duration_s=1.0, finished_at=datetime(2025, 1, 1))
+
+
+def test_catalog_command_lists_scenes_with_their_reasons(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from worldstereo.cli import app
+    from worldstereo.config import StorageSettings
+    from worldstereo.storage import open_store
+
+    monkeypatch.setenv("WORLDSTEREO_STORAGE__ROOT", str(tmp_path / "store"))
+    settings = StorageSettings(root=tmp_path / "store")
+    catalog = Catalog(open_store(settings), settings.work_bucket, clock=Ticks())
+    bad, _ = catalog.register(  # added in key order
+        [InputObject.from_bytes(f"in/{name}.png", InputKind.PERSPECTIVE, name.encode()) for name in ("good", "bad")]
+    ).added
+    catalog.set_status(bad.scene_id, SceneStatus.RUNNING)
+    catalog.set_status(bad.scene_id, SceneStatus.FAILED, error="InvalidInputError: not an image")
+
+    listed = CliRunner().invoke(app, ["catalog"])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert lines[-1] == f"1 pending, 0 running, 0 done, 1 failed in {settings.work_bucket}"
+    failed_line = next(line for line in lines if line.startswith(bad.scene_id))
+    assert failed_line.split()[1:3] == ["failed", "1"] and failed_line.endswith("InvalidInputError: not an image")
+
+    path = tmp_path / "failed.json"
+    only_failed = CliRunner().invoke(app, ["catalog", "--status", "failed", "--json", str(path)])
+    assert only_failed.exit_code == 0, only_failed.output
+    result = json.loads(path.read_text())
+    assert [(r["scene"], r["input"], r["error"]) for r in result["scenes"]] == [
+        (bad.scene_id, "in/bad.png", "InvalidInputError: not an image")
+    ]
+    assert result["counts"] == {"failed": 1}
+    refused = CliRunner().invoke(app, ["catalog", "--status", "broken"])
+    assert refused.exit_code == 2 and "broken" in refused.output

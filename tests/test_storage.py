@@ -170,6 +170,24 @@ def test_list_by_prefix_recursive_and_not(store: ObjectStore, storage_settings):
     assert _keys(store, "ws-missing-bucket") == []
 
 
+def test_listed_version_changes_exactly_when_content_is_written(store: ObjectStore, storage_settings, tmp_path: Path):
+    bucket = storage_settings.work_bucket
+    versions = lambda: {e.key: e.version for e in store.list(bucket)}  # noqa: E731
+    store.put_bytes(bucket, "in/a.png", b"first")
+    store.put_bytes(bucket, "in/b.png", b"other")
+    first = versions()
+    assert all(first.values()) and first["in/a.png"] != first["in/b.png"]
+    assert versions() == first  # listing twice reads the same versions
+
+    store.put_bytes(bucket, "in/a.png", b"again")  # same size, new bytes
+    second = versions()
+    assert second["in/a.png"] != first["in/a.png"] and second["in/b.png"] == first["in/b.png"]
+    (tmp_path / "c.png").write_bytes(b"third")
+    store.put_file(bucket, "in/a.png", tmp_path / "c.png")
+    assert versions()["in/a.png"] not in (first["in/a.png"], second["in/a.png"])
+    assert [e.version for e in store.list(bucket, "", recursive=False)] == [""]  # the prefix in/
+
+
 def test_exists_stat_delete(store: ObjectStore, storage_settings):
     bucket = storage_settings.work_bucket
     data = b"hello, world"

@@ -43,6 +43,31 @@ def samples(
         typer.echo(str(path))
 
 
+@app.command("catalog")
+def catalog_command(
+    status: Annotated[
+        Optional[list[str]], typer.Option(help="Only scenes in this status (repeatable): pending, running, done, failed.")
+    ] = None,
+    json_path: JsonOption = None,
+) -> None:
+    """List the configured work bucket's scenes: status, attempts, input and the reason of each failure."""
+    from worldstereo.config import load_settings
+    from worldstereo.storage import Catalog, SceneStatus, open_store
+
+    try:
+        wanted = [SceneStatus(s) for s in status or SceneStatus]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--status") from exc
+    settings = load_settings().storage
+    entries = Catalog(open_store(settings), settings.work_bucket).by_status(*wanted)
+    rows = [{"scene": e.scene_id, "status": str(e.status), "attempts": e.attempts, "input": e.input_key,
+             "updated_at": e.updated_at.isoformat(timespec="seconds"), "error": e.error or ""} for e in entries]
+    counts = {str(s): sum(row["status"] == s for row in rows) for s in wanted}
+    lines = [f"{r['scene']:<28} {r['status']:<8} {r['attempts']:>3}  {r['input']}  {r['error']}".rstrip() for r in rows]
+    lines.append(", ".join(f"{n} {s}" for s, n in counts.items()) + f" in {settings.work_bucket}")
+    emit({"scenes": rows, "counts": counts}, "\n".join(lines), json_path)
+
+
 def _settings(**overrides: object):
     """Settings from the environment/YAML with command-line overrides applied (``None`` = not given)."""
     from worldstereo.config import load_settings

@@ -6,6 +6,7 @@ from worldstereo.storage.local import LocalStore
 from worldstereo.storage.manifests import (
     Catalog,
     InputObject,
+    Registration,
     SceneEntry,
     StageRecord,
     StageRecords,
@@ -25,6 +26,7 @@ __all__ = [
     "ObjectInfo",
     "ObjectNotFoundError",
     "ObjectStore",
+    "Registration",
     "S3Store",
     "SceneEntry",
     "SceneStatus",

@@ -33,11 +33,17 @@ class ObjectInfo:
 
 @dataclass(frozen=True, slots=True)
 class ObjectEntry:
-    """One listing entry: an object, or (non-recursive listings only) a common prefix ending in ``/``."""
+    """One listing entry: an object, or (non-recursive listings only) a common prefix ending in ``/``.
+
+    ``version`` changes whenever the object's content does, so a listing tells which objects changed
+    without reading them (S3: the ETag; local: size, modification time and inode, every write making
+    a new file). Empty for prefixes.
+    """
 
     key: str
     size: int
     is_prefix: bool = False
+    version: str = ""
 
 
 @contextmanager

@@ -59,15 +59,16 @@ def content_hash(data: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class InputObject:
-    """An input found in the input bucket, ready to register."""
+    """An input found in the input bucket, ready to register; ``version`` is its listing's version."""
 
     key: str
     kind: InputKind
     content_hash: str
+    version: str | None = None
 
     @classmethod
-    def from_bytes(cls, key: str, kind: InputKind, data: bytes) -> InputObject:
-        return cls(key=key, kind=kind, content_hash=content_hash(data))
+    def from_bytes(cls, key: str, kind: InputKind, data: bytes, version: str | None = None) -> InputObject:
+        return cls(key=key, kind=kind, content_hash=content_hash(data), version=version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,7 @@ class SceneEntry:
     error: str | None
     created_at: datetime
     updated_at: datetime
+    input_version: str | None = None
 
     def __post_init__(self) -> None:
         validate_scene_id(self.scene_id)
@@ -150,6 +152,19 @@ def _record_from_row(row: dict[str, Any]) -> StageRecord:
     return StageRecord(**{**row, "output_keys": tuple(row["output_keys"]), "metrics": dict(row["metrics"])})
 
 
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """What :meth:`Catalog.register` changed: new scenes, and known inputs whose content changed."""
+
+    added: list[SceneEntry]
+    replaced: list[SceneEntry]
+
+    @property
+    def scene_ids(self) -> list[str]:
+        """Every scene that is now pending because of this registration."""
+        return [entry.scene_id for entry in self.added + self.replaced]
+
+
 class Catalog:
     """The scene catalog: one Parquet object in the work bucket, rewritten whole on every change.
 
@@ -187,48 +202,67 @@ class Catalog:
         wanted = {SceneStatus(s) for s in statuses}
         return [entry for entry in self.entries() if entry.status in wanted]
 
-    def upsert(self, entries: Iterable[SceneEntry]) -> None:
-        """Insert or replace rows by scene id."""
-        current = self._by_id()
-        current.update({entry.scene_id: entry for entry in entries})
-        self._write(current)
+    def register(
+        self, inputs: Iterable[InputObject], on_replace: Callable[[SceneEntry], None] | None = None
+    ) -> Registration:
+        """Add new inputs as pending scenes and take in known inputs whose content changed.
 
-    def register(self, inputs: Iterable[InputObject]) -> list[SceneEntry]:
-        """Add new inputs as pending scenes; returns the added rows.
-
-        An input is skipped when its key is already registered or its content hash already is
-        (the same bytes under another key are the same scene). Inputs are taken in key order, so
-        of several new keys with equal content the smallest one wins.
+        A new input is skipped when its content hash is already registered (the same bytes under
+        another key are the same scene); inputs are taken in key order, so of several new keys with
+        equal content the smallest one wins. A known key with a new content hash sends its scene
+        back to pending with the new hash; ``on_replace(old_entry)`` runs first (to drop the scene's
+        stage records), so a crash in between leaves the old hash and the change is seen again. A
+        known key with the same hash only has its version recorded.
         """
         current = self._by_id()
-        keys = {entry.input_key for entry in current.values()}
+        by_key = {entry.input_key: entry for entry in current.values()}
         hashes = {entry.content_hash for entry in current.values()}
         now = self._clock()
         added: list[SceneEntry] = []
+        replaced: list[SceneEntry] = []
+        changed = False
         for item in sorted(inputs, key=lambda i: i.key):
-            if item.key in keys or item.content_hash in hashes:
+            known = by_key.get(item.key)
+            if known is not None:
+                if known.content_hash != item.content_hash:
+                    if on_replace is not None:
+                        on_replace(known)
+                    entry = replace(known, content_hash=item.content_hash, input_version=item.version,
+                                    status=SceneStatus.PENDING, error=None, updated_at=now)
+                    replaced.append(entry)
+                elif known.input_version != item.version:
+                    entry = replace(known, input_version=item.version)
+                else:
+                    continue
+            elif item.content_hash in hashes:
                 continue
-            scene_id = scene_id_from_key(item.key)
-            if scene_id in current:
-                raise InvalidKeyError(f"inputs {item.key!r} and {current[scene_id].input_key!r} map to one scene id")
-            entry = SceneEntry(
-                scene_id=scene_id,
-                input_key=item.key,
-                input_kind=item.kind,
-                content_hash=item.content_hash,
-                status=SceneStatus.PENDING,
-                attempts=0,
-                error=None,
-                created_at=now,
-                updated_at=now,
-            )
-            current[scene_id] = entry
-            keys.add(item.key)
+            else:
+                entry = self._new_entry(item, current, now)
+                added.append(entry)
+            current[entry.scene_id] = by_key[item.key] = entry
             hashes.add(item.content_hash)
-            added.append(entry)
-        if added:
+            changed = True
+        if changed:
             self._write(current)
-        return added
+        return Registration(added, replaced)
+
+    @staticmethod
+    def _new_entry(item: InputObject, current: Mapping[str, SceneEntry], now: datetime) -> SceneEntry:
+        scene_id = scene_id_from_key(item.key)
+        if scene_id in current:
+            raise InvalidKeyError(f"inputs {item.key!r} and {current[scene_id].input_key!r} map to one scene id")
+        return SceneEntry(
+            scene_id=scene_id,
+            input_key=item.key,
+            input_kind=item.kind,
+            content_hash=item.content_hash,
+            status=SceneStatus.PENDING,
+            attempts=0,
+            error=None,
+            created_at=now,
+            updated_at=now,
+            input_version=item.version,
+        )
 
     def set_status(self, scene_id: str, status: SceneStatus, error: str | None = None) -> SceneEntry:
         """Move a scene to ``status``; entering running counts an attempt; failed needs an error message."""

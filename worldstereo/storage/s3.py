@@ -170,7 +170,7 @@ class S3Store(ObjectStore):
         try:
             with self._errors("list", bucket, prefix):
                 for obj in self._client.list_objects(bucket, prefix=prefix or None, recursive=recursive):
-                    yield ObjectEntry(key=obj.object_name, size=obj.size or 0, is_prefix=obj.is_dir)
+                    yield ObjectEntry(key=obj.object_name, size=obj.size or 0, is_prefix=obj.is_dir, version=obj.etag or "")
         except ObjectNotFoundError:
             return
 

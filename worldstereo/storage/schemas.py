@@ -34,6 +34,7 @@ CATALOG_SCHEMA = pa.schema(
         pa.field("input_key", pa.string(), nullable=False),
         pa.field("input_kind", pa.string(), nullable=False),
         pa.field("content_hash", pa.string(), nullable=False),
+        pa.field("input_version", pa.string(), nullable=True),  # the listing's version when last hashed
         pa.field("status", pa.string(), nullable=False),
         pa.field("attempts", pa.int32(), nullable=False),
         pa.field("error", pa.string(), nullable=True),
@@ -57,9 +58,15 @@ STAGE_RECORD_SCHEMA = pa.schema(
 
 
 def conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
-    """``table`` with exactly ``schema``'s columns and types, or a ``PermanentError`` naming ``what``."""
+    """``table`` with exactly ``schema``'s columns and types, or a ``PermanentError`` naming ``what``.
+
+    A nullable column the table lacks (written before the column existed) is filled with nulls.
+    """
     if table.schema.equals(schema):
         return table
+    for field in schema:
+        if field.nullable and field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(len(table), field.type))
     try:
         return table.select(schema.names).cast(schema)
     except (KeyError, pa.ArrowException) as exc:
