@@ -15,7 +15,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.artifacts import BatchProgress, publish_batch_table
-from tasks.stages import SceneOutcome, process_scene, register_inputs
+from tasks.stages import SceneOutcome, compact_catalog, process_scene, register_inputs
 from worldstereo.config import Settings, load_settings
 from worldstereo.storage.factory import open_store
 from worldstereo.storage.manifests import Catalog, SceneEntry
@@ -82,6 +82,8 @@ def scene_batch(
         for future in futures:
             outcomes.append(future.result())
             progress.advance()
+    if outcomes:
+        compact_catalog(settings)
     rows = [o.row() for o in outcomes]
     publish_batch_table(rows, flow_run.get_name())
     failed = sum(o.status == "failed" for o in outcomes)

@@ -46,10 +46,18 @@ stage_task = task(retries=RETRIES, retry_delay_seconds=exponential_backoff(backo
                   retry_jitter_factor=0.5, retry_condition_fn=is_transient, cache_policy=NO_CACHE)
 
 
-def catalog_update(settings: Settings, scene_id: str, status: SceneStatus, error: str | None = None) -> SceneEntry:
-    """Set a scene's status under the process-wide catalog lock."""
+def catalog_update(settings: Settings, entry: SceneEntry, status: SceneStatus, error: str | None = None) -> SceneEntry:
+    """Move a scene from its current row ``entry`` to ``status`` (one small write, under the catalog lock)."""
     with _catalog_lock:
-        return Catalog(open_store(settings.storage), settings.storage.work_bucket).set_status(scene_id, status, error)
+        return Catalog(open_store(settings.storage), settings.storage.work_bucket).advance(entry, status, error)
+
+
+@task(cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=exponential_backoff(backoff_factor=2),
+      retry_condition_fn=is_transient)
+def compact_catalog(settings: Settings) -> int:
+    """Fold the batch's status changes into the catalog manifest."""
+    with _catalog_lock:
+        return Catalog(open_store(settings.storage), settings.storage.work_bucket).compact()
 
 
 @task(cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=exponential_backoff(backoff_factor=2),
@@ -132,8 +140,8 @@ def process_scene(settings: Settings, entry: SceneEntry) -> SceneOutcome:
     """All stages of one scene in order; failures are recorded in the catalog, never raised."""
     started = time.perf_counter()
     if entry.status is SceneStatus.RUNNING:  # left running by an interrupted batch
-        catalog_update(settings, entry.scene_id, SceneStatus.PENDING)
-    catalog_update(settings, entry.scene_id, SceneStatus.RUNNING)
+        entry = catalog_update(settings, entry, SceneStatus.PENDING)
+    entry = catalog_update(settings, entry, SceneStatus.RUNNING)
     outputs = f"{settings.storage.work_bucket}/{output_key(entry.scene_id, 'exports')}/"
     try:
         init_stage(settings, entry.scene_id, entry.input_key)
@@ -145,8 +153,8 @@ def process_scene(settings: Settings, entry: SceneEntry) -> SceneOutcome:
     except Exception as exc:  # the batch goes on: the reason goes to the catalog
         reason = f"{type(exc).__name__}: {exc}"
         get_run_logger().error("scene %s failed: %s", entry.scene_id, reason)
-        catalog_update(settings, entry.scene_id, SceneStatus.FAILED, reason[:2000])
+        catalog_update(settings, entry, SceneStatus.FAILED, reason[:2000])
         return SceneOutcome(entry.scene_id, entry.input_key, "failed", time.perf_counter() - started, reason, "")
-    catalog_update(settings, entry.scene_id, SceneStatus.DONE)
+    catalog_update(settings, entry, SceneStatus.DONE)
     return SceneOutcome(entry.scene_id, entry.input_key, "done", time.perf_counter() - started, None, outputs)
 

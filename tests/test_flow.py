@@ -141,6 +141,7 @@ def test_batch_isolates_the_corrupt_input(batch: Batch) -> None:
     done = [e for e in batch.catalog.values() if e.scene_id != BAD_ID]
     assert [(e.status, e.attempts, e.error) for e in done] == [(SceneStatus.DONE, 1, None)] * 3
     assert {e.input_kind for e in done} == {"perspective", "panorama"}
+    assert list(batch.store.list(batch.work_bucket, "catalog/updates/")) == []  # folded at the end of the batch
 
 
 def test_batch_writes_every_output(batch: Batch) -> None:

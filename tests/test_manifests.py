@@ -162,6 +162,51 @@ def test_catalog_written_before_input_versions_reads_them_as_unknown(catalog: Ca
     assert catalog.table().schema.equals(CATALOG_SCHEMA)
 
 
+def test_status_changes_are_small_writes_folded_by_compaction(catalog: Catalog, store: ObjectStore, storage_settings):
+    bucket = storage_settings.work_bucket
+    entries = catalog.register(
+        [InputObject.from_bytes(f"in/{name}.png", InputKind.PERSPECTIVE, name.encode()) for name in "pqr"]
+    ).added
+    manifest_etag = store.stat(bucket, catalog_key()).etag
+    asked: list[str] = []
+    for name in ("read_table", "get_bytes", "list", "exists"):
+        real = getattr(store, name)
+        setattr(store, name, lambda *args, _real=real, _name=name: asked.append(_name) or _real(*args))
+
+    running = catalog.advance(entries[0], SceneStatus.RUNNING)
+    done = catalog.advance(running, SceneStatus.DONE)
+    failed = catalog.advance(catalog.advance(entries[1], SceneStatus.RUNNING), SceneStatus.FAILED, "no depth")
+
+    assert asked == []  # advancing from a known row reads nothing
+    assert store.stat(bucket, catalog_key()).etag == manifest_etag
+    assert [e.key for e in store.list(bucket, "catalog/updates/")] == [
+        f"catalog/updates/{entries[0].scene_id}.parquet", f"catalog/updates/{entries[1].scene_id}.parquet"
+    ]
+    assert catalog.entries() == [done, failed, entries[2]]
+    assert catalog.by_status(SceneStatus.FAILED) == [failed]
+
+    assert catalog.compact() == 2
+    assert list(store.list(bucket, "catalog/updates/")) == []
+    assert catalog.entries() == [done, failed, entries[2]]
+    folded_etag = store.stat(bucket, catalog_key()).etag
+    assert catalog.compact() == 0 and store.stat(bucket, catalog_key()).etag == folded_etag
+
+
+def test_registration_folds_updates_and_a_stale_update_never_wins(catalog: Catalog, store: ObjectStore, storage_settings):
+    bucket = storage_settings.work_bucket
+    (entry,) = catalog.register([InputObject.from_bytes("in/a.png", InputKind.PERSPECTIVE, b"old", "v1")]).added
+    failed = catalog.advance(catalog.advance(entry, SceneStatus.RUNNING), SceneStatus.FAILED, "not an image")
+    stale = store.get_bytes(bucket, f"catalog/updates/{entry.scene_id}.parquet")
+
+    (replaced,) = catalog.register([InputObject.from_bytes("in/a.png", InputKind.PERSPECTIVE, b"new", "v2")]).replaced
+    assert list(store.list(bucket, "catalog/updates/")) == []  # folded into the manifest it wrote
+    assert Catalog(store, bucket).table().num_rows == 1
+
+    store.put_bytes(bucket, f"catalog/updates/{entry.scene_id}.parquet", stale)  # as if its delete was lost
+    assert catalog.get(entry.scene_id) == replaced != failed
+    assert catalog.compact() == 1 and catalog.get(entry.scene_id) == replaced
+
+
 def test_catalog_with_a_foreign_schema_is_refused(catalog: Catalog, store: ObjectStore, storage_settings):
     store.write_table(storage_settings.work_bucket, catalog_key(), pa.table({"scene_id": ["a"]}))
     with pytest.raises(PermanentError, match="manifest schema"):

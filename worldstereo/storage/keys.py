@@ -120,6 +120,16 @@ def catalog_key() -> str:
     return "catalog/catalog.parquet"
 
 
+def catalog_updates_prefix() -> str:
+    """Status changes not yet folded into the catalog manifest, one object per scene."""
+    return "catalog/updates/"
+
+
+def catalog_update_key(scene_id: str) -> str:
+    """A scene's latest status change, until compaction folds it into the catalog manifest."""
+    return f"{catalog_updates_prefix()}{validate_scene_id(scene_id)}.parquet"
+
+
 def scene_prefix(scene_id: str) -> str:
     """Everything of one scene lives under this prefix."""
     return f"scenes/{validate_scene_id(scene_id)}/"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -15,6 +16,8 @@ from worldstereo.errors import InvalidKeyError
 from worldstereo.storage.base import ObjectNotFoundError, ObjectStore
 from worldstereo.storage.keys import (
     catalog_key,
+    catalog_update_key,
+    catalog_updates_prefix,
     record_key,
     records_prefix,
     scene_id_from_key,
@@ -31,6 +34,8 @@ from worldstereo.storage.schemas import (
 )
 
 Clock = Callable[[], datetime]
+
+_READERS = 16  # concurrent reads of status updates
 
 # Allowed status changes; a failed or interrupted scene is retried by going back to running.
 _TRANSITIONS: Mapping[SceneStatus, frozenset[SceneStatus]] = {
@@ -166,10 +171,13 @@ class Registration:
 
 
 class Catalog:
-    """The scene catalog: one Parquet object in the work bucket, rewritten whole on every change.
+    """The scene catalog: a Parquet manifest in the work bucket plus one small object per status change.
 
-    Single writer: the batch flow is the only process that changes the catalog (read-modify-write
-    without locking would lose concurrent updates). Any number of processes may read it.
+    A status change writes only its scene's update object (``catalog/updates/{scene_id}.parquet``),
+    so it costs the same however large the catalog is; readers overlay the updates on the manifest,
+    the newer row winning. Registration and :meth:`compact` rewrite the manifest with the updates
+    folded in, then delete them. Single writer: the batch flow is the only process that changes the
+    catalog. Any number of processes may read it.
     """
 
     def __init__(self, store: ObjectStore, bucket: str, *, clock: Clock = utc_now) -> None:
@@ -179,16 +187,13 @@ class Catalog:
         self._clock = clock
 
     def table(self) -> pa.Table:
-        """All rows; an empty table before the first write."""
-        try:
-            table = self._store.read_table(self._bucket, self._key)
-        except ObjectNotFoundError:
-            return CATALOG_SCHEMA.empty_table()
-        return conform(table, CATALOG_SCHEMA, f"{self._bucket}/{self._key}")
+        """All rows by scene id, updates applied; an empty table before the first write."""
+        return _catalog_table(self.entries())
 
     def entries(self) -> list[SceneEntry]:
         """All rows as entries, by scene id."""
-        return [SceneEntry(**row) for row in self.table().to_pylist()]
+        current = self._by_id()
+        return [current[scene_id] for scene_id in sorted(current)]
 
     def get(self, scene_id: str) -> SceneEntry:
         """One scene's row; ``KeyError`` if it is not in the catalog."""
@@ -214,7 +219,8 @@ class Catalog:
         stage records), so a crash in between leaves the old hash and the change is seen again. A
         known key with the same hash only has its version recorded.
         """
-        current = self._by_id()
+        updates = self._updates()
+        current = _overlay(self._manifest(), updates.values())
         by_key = {entry.input_key: entry for entry in current.values()}
         hashes = {entry.content_hash for entry in current.values()}
         now = self._clock()
@@ -243,7 +249,7 @@ class Catalog:
             hashes.add(item.content_hash)
             changed = True
         if changed:
-            self._write(current)
+            self._write(current, list(updates))
         return Registration(added, replaced)
 
     @staticmethod
@@ -265,16 +271,19 @@ class Catalog:
         )
 
     def set_status(self, scene_id: str, status: SceneStatus, error: str | None = None) -> SceneEntry:
-        """Move a scene to ``status``; entering running counts an attempt; failed needs an error message."""
-        current = self._by_id()
-        entry = current.get(scene_id)
-        if entry is None:
-            raise KeyError(f"scene {scene_id!r} is not in the catalog")
+        """Move a scene to ``status`` (see :meth:`advance`), reading its current row first."""
+        return self.advance(self.get(scene_id), status, error)
+
+    def advance(self, entry: SceneEntry, status: SceneStatus, error: str | None = None) -> SceneEntry:
+        """Move the scene of ``entry`` (its current row) to ``status`` with one small write and no read.
+
+        Entering running counts an attempt; failed needs an error message.
+        """
         status = SceneStatus(status)
         if status not in _TRANSITIONS[entry.status]:
-            raise ValueError(f"scene {scene_id}: cannot go from {entry.status} to {status}")
+            raise ValueError(f"scene {entry.scene_id}: cannot go from {entry.status} to {status}")
         if status is SceneStatus.FAILED and not error:
-            raise ValueError(f"scene {scene_id}: a failed status needs an error message")
+            raise ValueError(f"scene {entry.scene_id}: a failed status needs an error message")
         updated = replace(
             entry,
             status=status,
@@ -282,16 +291,52 @@ class Catalog:
             error=error if status is SceneStatus.FAILED else None,
             updated_at=self._clock(),
         )
-        current[scene_id] = updated
-        self._write(current)
+        self._store.write_table(self._bucket, catalog_update_key(entry.scene_id), _catalog_table([updated]))
         return updated
 
-    def _by_id(self) -> dict[str, SceneEntry]:
-        return {entry.scene_id: entry for entry in self.entries()}
+    def compact(self) -> int:
+        """Fold the pending status changes into the manifest and delete them; returns how many there were."""
+        manifest, updates = self._manifest(), self._updates()
+        if updates:
+            self._write(_overlay(manifest, updates.values()), list(updates))
+        return len(updates)
 
-    def _write(self, entries: dict[str, SceneEntry]) -> None:
+    def _by_id(self) -> dict[str, SceneEntry]:
+        return _overlay(self._manifest(), self._updates().values())
+
+    def _manifest(self) -> dict[str, SceneEntry]:
+        return {entry.scene_id: entry for entry in self._read(self._key)}
+
+    def _updates(self) -> dict[str, SceneEntry]:
+        """Update object key -> its row."""
+        keys = [e.key for e in self._store.list(self._bucket, catalog_updates_prefix()) if e.key.endswith(".parquet")]
+        with ThreadPoolExecutor(max_workers=_READERS) as pool:
+            rows = list(pool.map(self._read, keys))
+        return {key: row for key, found in zip(keys, rows) for row in found}
+
+    def _read(self, key: str) -> list[SceneEntry]:
+        try:
+            table = self._store.read_table(self._bucket, key)
+        except ObjectNotFoundError:  # an update folded and deleted since it was listed
+            return []
+        return [SceneEntry(**row) for row in conform(table, CATALOG_SCHEMA, f"{self._bucket}/{key}").to_pylist()]
+
+    def _write(self, entries: dict[str, SceneEntry], folded: list[str]) -> None:
+        """The manifest with ``entries``, then the update objects it now contains are deleted."""
         ordered = [entries[scene_id] for scene_id in sorted(entries)]
         self._store.write_table(self._bucket, self._key, _catalog_table(ordered))
+        for key in folded:
+            self._store.delete(self._bucket, key)
+
+
+def _overlay(manifest: dict[str, SceneEntry], updates: Iterable[SceneEntry]) -> dict[str, SceneEntry]:
+    """``manifest`` with each update applied where it is at least as new as the row it replaces."""
+    merged = dict(manifest)
+    for entry in updates:
+        known = merged.get(entry.scene_id)
+        if known is None or entry.updated_at >= known.updated_at:
+            merged[entry.scene_id] = entry
+    return merged
 
 
 class StageRecords:
