@@ -44,6 +44,13 @@ def _png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
 
 
+EYE = [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]]
+
+
+def _panorama(**overrides) -> bytes:
+    return json.dumps({"kind": "panorama"} | overrides).encode()
+
+
 def _perspective(**overrides) -> bytes:
     document = {"kind": "perspective", "K": [[50.0, 0, 32], [0, 50.0, 24], [0, 0, 1]], "height": 48, "width": 64}
     return json.dumps(document | overrides).encode()
@@ -120,6 +127,16 @@ def test_camera_file_pose_defaults_to_identity_and_depth_may_mark_unknown_and_sk
     assert torch.equal(loaded.camera.c2w[0], torch.eye(4, dtype=torch.float64))
     assert loaded.camera.K[0, 0, 0] == 50.0
     assert loaded.depth.dtype == torch.float64 and torch.isinf(loaded.depth[0]).all()
+
+
+def test_camera_file_carries_custom_paths_in_file_order():
+    moved = [[1.0, 0, 0, 0.5], [0, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]]
+    paths = [{"name": "walk_2", "c2w": [moved, EYE]}, {"name": "dolly", "c2w": [moved]}]
+    scene = load_input(_image(64, 48), None, _perspective(trajectories=paths), max_pixels=MAX_PIXELS)
+    assert list(scene.paths) == ["walk_2", "dolly"]
+    assert torch.equal(scene.paths["walk_2"], torch.tensor([moved, EYE], dtype=torch.float64))
+    assert scene.paths["dolly"].shape == (1, 4, 4)
+    assert load_input(_image(64, 48), None, _perspective(), max_pixels=MAX_PIXELS).paths == {}
 
 
 def test_panorama_within_one_percent_of_two_to_one_is_accepted():
@@ -217,11 +234,18 @@ def test_bad_depth_sidecars_are_rejected(depth, message):
         (_perspective(scene={"kind": "forest", "seed": 0}), "scene.kind"),
         (_perspective(scene={"kind": "room", "seed": -1}), "scene.seed"),
         (_perspective(scene={"kind": "room", "seed": "1"}), "scene.seed"),
+        (_perspective(trajectories=[{"name": "Walk", "c2w": [EYE]}]), "trajectories.0.name"),
+        (_perspective(trajectories=[{"name": "orbit", "c2w": [EYE]}]), "'orbit' is a preset's name"),
+        (_perspective(trajectories=[{"name": "a", "c2w": [EYE]}, {"name": "a", "c2w": [EYE]}]), "unique"),
+        (_perspective(trajectories=[{"name": "a", "c2w": []}]), "trajectories.0.c2w"),
+        (_perspective(trajectories=[{"name": "a", "c2w": [[[2, 0, 0, 0], *EYE[1:]]]}]), "orthonormal"),
+        (_panorama(trajectories=[{"name": "a", "c2w": [EYE]}]), "trajectories"),
     ],
     ids=[
         "syntax", "not-utf8", "not-object", "no-kind", "unknown-kind", "no-K", "K-shape", "K-focal",
         "K-last-row", "K-nan", "c2w-scaled", "c2w-reflection", "c2w-last-row", "unknown-field",
-        "size-mismatch", "scene-kind", "scene-seed", "scene-seed-type",
+        "size-mismatch", "scene-kind", "scene-seed", "scene-seed-type", "path-name", "path-preset-name",
+        "path-names-repeat", "path-without-poses", "path-pose-scaled", "panorama-path",
     ],
 )
 def test_bad_camera_files_are_rejected(camera, message):

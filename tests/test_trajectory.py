@@ -9,6 +9,8 @@ from worldstereo.errors import InvalidInputError
 from worldstereo.geometry.camera import Camera, look_at
 from worldstereo.geometry.trajectory import (
     PlannerOptions,
+    _rotation_about_axis,
+    custom_trajectory,
     keyframe_indices,
     load_trajectory_json,
     plan_trajectories,
@@ -165,6 +167,46 @@ def test_cache_points_near_a_path_shrink_only_that_path():
     clearance = torch.cdist(trajectories["right"].cameras.centers, points).min()
     assert clearance >= PlannerOptions().clearance * D
     assert all(trajectories[n].fraction == 1.0 for n in ("orbit", "up", "left"))
+
+
+def _yawed(camera: Camera, degrees: float, shift: float) -> torch.Tensor:
+    """The input pose turned about its own down axis by ``degrees`` and moved ``shift`` along its x axis."""
+    start, c2w = camera.c2w[0], camera.c2w[0].clone()
+    angle = torch.tensor([math.radians(degrees)], dtype=torch.float64)
+    c2w[:3, :3] = _rotation_about_axis(start[:3, 1], angle)[0] @ start[:3, :3]
+    c2w[:3, 3] += shift * start[:3, 0]
+    return c2w
+
+
+def test_custom_path_starts_at_the_input_and_passes_its_waypoints_evenly():
+    camera = _input_camera()
+    waypoints = torch.stack([_yawed(camera, 30.0, 1.0), _yawed(camera, 60.0, 2.0)])
+    path = custom_trajectory("walk", camera, waypoints, 9)
+
+    assert path.name == "walk" and len(path) == 9 and path.center is None
+    c2w = path.cameras.c2w
+    assert torch.equal(c2w[0], camera.c2w[0]) and torch.equal(c2w[-1], waypoints[-1])
+    assert torch.allclose(c2w[4], waypoints[0], atol=1e-12)  # the input was put in front: 3 poses, 2 segments
+    start = camera.c2w[0]
+    for i in range(9):  # 7.5 degrees and 0.25 along x per frame, on both segments
+        assert _rotation_deg(start[:3, :3], c2w[i, :3, :3]) == pytest.approx(7.5 * i, abs=1e-9)
+        assert torch.allclose(c2w[i, :3, 3], start[:3, 3] + 0.25 * i * start[:3, 0], atol=1e-12)
+    assert torch.equal(path.cameras.K, camera.K.expand(9, 3, 3))
+
+    given_start = custom_trajectory("walk", camera, torch.cat([camera.c2w, waypoints]), 9)
+    assert torch.allclose(given_start.cameras.c2w, c2w, atol=1e-12)  # a leading input pose is not doubled
+
+
+def test_custom_path_rejects_bad_waypoints():
+    camera = _input_camera()
+    with pytest.raises(InvalidInputError, match="never leaves"):
+        custom_trajectory("walk", camera, camera.c2w, 9)
+    scaled = camera.c2w.clone()
+    scaled[0, :3, :3] *= 2
+    with pytest.raises(InvalidInputError, match="rigid"):
+        custom_trajectory("walk", camera, scaled, 9)
+    with pytest.raises(InvalidInputError, match="two frames"):
+        custom_trajectory("walk", camera, _yawed(camera, 10.0, 0.0)[None], 1)
 
 
 def test_keyframe_indices_are_uniform():

@@ -13,9 +13,13 @@ Input layout (files in a directory or objects under a key prefix; ``NAME`` is an
         Perspective: {"kind": "perspective",
                       "K": [[fx, s, cx], [0, fy, cy], [0, 0, 1]],
                       "c2w": [[r11, r12, r13, tx], ..., [0, 0, 0, 1]],
-                      "height": H, "width": W, "scene": {...}}
+                      "height": H, "width": W, "scene": {...},
+                      "trajectories": [{"name": "walk", "c2w": [pose, ...]}, ...]}
             K in pixels, pixel centres at integer + 0.5. c2w is camera-to-world in OpenCV axes
-            (x right, y down, z forward), identity when omitted.
+            (x right, y down, z forward), identity when omitted. "trajectories" (optional) are
+            custom camera paths run after the configured presets: each a name ([a-z0-9_],
+            unlike the presets') and camera-to-world waypoint poses in the same world; the path
+            starts at the input camera and passes through the waypoints.
         Panorama:    {"kind": "panorama", "height": H, "width": W, "scene": {...}}
             A 2:1 (±1%) equirectangular image in a z-up world centred at the origin
             (conventions of ``worldstereo.geometry.spherical``).
@@ -30,13 +34,14 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
-from typing import Annotated, Literal
+from dataclasses import dataclass, field
+from typing import Annotated, Literal, get_args
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -48,6 +53,7 @@ from pydantic import (
 )
 from torch import Tensor
 
+from worldstereo.config import TrajectoryName
 from worldstereo.errors import InvalidInputError, InvalidKeyError
 from worldstereo.geometry.camera import Camera
 from worldstereo.synthetic.scenes import SceneKind
@@ -72,6 +78,7 @@ class SceneInput:
     depth: Tensor | None  # [H,W] float64 metres; 0 unknown, inf no surface
     camera: Camera | None
     scene: dict | None  # {"kind": ..., "seed": ...} of a synthetic scene
+    paths: dict[str, Tensor] = field(default_factory=dict)  # custom trajectories: name -> c2w waypoints [W,4,4]
 
     @property
     def height(self) -> int:
@@ -118,13 +125,46 @@ class _SceneSpec(_Strict):
     seed: Annotated[int, Field(ge=0, strict=True)]
 
 
+def _rigid(c2w: tuple[Row4, ...]) -> tuple[Row4, ...]:
+    if c2w[3] != (0, 0, 0, 1):
+        raise ValueError("last row must be [0, 0, 0, 1]")
+    R = np.array(c2w)[:3, :3]
+    if not np.allclose(R @ R.T, np.eye(3), atol=_ORTHONORMAL_TOLERANCE) or np.linalg.det(R) <= 0:
+        raise ValueError("rotation must be orthonormal with determinant +1")
+    return c2w
+
+
+Pose = Annotated[tuple[Row4, Row4, Row4, Row4], AfterValidator(_rigid)]
+
+
+class _CustomPath(_Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_]{0,63}$")]
+    c2w: Annotated[list[Pose], Field(min_length=1)]
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_preset(cls, name: str) -> str:
+        if name in get_args(TrajectoryName):
+            raise ValueError(f"{name!r} is a preset's name")
+        return name
+
+
 class _PerspectiveFile(_Strict):
     kind: Literal["perspective"]
     K: tuple[Row3, Row3, Row3]
-    c2w: tuple[Row4, Row4, Row4, Row4] = _IDENTITY  # type: ignore[assignment]
+    c2w: Pose = _IDENTITY  # type: ignore[assignment]
     height: PositiveInt | None = None
     width: PositiveInt | None = None
     scene: _SceneSpec | None = None
+    trajectories: list[_CustomPath] = []
+
+    @field_validator("trajectories")
+    @classmethod
+    def _unique(cls, paths: list[_CustomPath]) -> list[_CustomPath]:
+        names = [path.name for path in paths]
+        if len(set(names)) != len(names):
+            raise ValueError(f"trajectory names must be unique, got {names}")
+        return paths
 
     @field_validator("K")
     @classmethod
@@ -134,16 +174,6 @@ class _PerspectiveFile(_Strict):
         if K[0][0] <= 0 or K[1][1] <= 0:
             raise ValueError("focal lengths must be positive")
         return K
-
-    @field_validator("c2w")
-    @classmethod
-    def _rigid(cls, c2w: tuple[Row4, ...]) -> tuple[Row4, ...]:
-        if c2w[3] != (0, 0, 0, 1):
-            raise ValueError("last row must be [0, 0, 0, 1]")
-        R = np.array(c2w)[:3, :3]
-        if not np.allclose(R @ R.T, np.eye(3), atol=_ORTHONORMAL_TOLERANCE) or np.linalg.det(R) <= 0:
-            raise ValueError("rotation must be orthonormal with determinant +1")
-        return c2w
 
 
 class _PanoramaFile(_Strict):
@@ -276,4 +306,5 @@ def load_input(
         depth=None if depth_bytes is None else _decode_depth(depth_bytes, (height, width)),
         camera=camera,
         scene=None if document is None or document.scene is None else document.scene.model_dump(),
+        paths={path.name: torch.tensor(path.c2w, dtype=torch.float64) for path in getattr(document, "trajectories", [])},
     )

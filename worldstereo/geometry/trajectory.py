@@ -47,6 +47,7 @@ from torch import Tensor
 from worldstereo.config import TrajectorySettings
 from worldstereo.errors import ConfigurationError, InvalidInputError
 from worldstereo.geometry.camera import Camera, look_at, rigid_inverse
+from worldstereo.geometry.rotations import quaternion_to_rotation, rotation_to_quaternion, slerp
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,40 @@ def _plan_one(
     if name == "orbit":
         return Trajectory(name, cameras, center, radius * fraction, angle, fraction)
     return Trajectory(name, cameras, center, radius, angle * fraction, fraction)
+
+
+def custom_trajectory(name: str, input_camera: Camera, waypoints: Tensor, num_frames: int) -> Trajectory:
+    """A user path through camera-to-world ``waypoints [W,4,4]``, resampled to ``num_frames`` cameras.
+
+    The path starts at the input camera (the video model's first frame is the input image): it is
+    put in front of the waypoints unless the first one already is that pose. Between consecutive
+    waypoints the position moves linearly and the rotation along the shortest arc, each segment
+    taking the same number of frames; every frame keeps the input intrinsics. No collision
+    shrinking: the path is taken as given.
+    """
+    if len(input_camera) != 1:
+        raise InvalidInputError(f"a custom path starts from one input camera, got {len(input_camera)}")
+    if num_frames < 2:
+        raise InvalidInputError("a trajectory needs at least two frames")
+    waypoints = waypoints.to(input_camera.c2w)
+    if waypoints.ndim != 3 or waypoints.shape[1:] != (4, 4) or len(waypoints) == 0:
+        raise InvalidInputError(f"waypoints must be [W,4,4] camera-to-world poses, got {tuple(waypoints.shape)}")
+    _check_rigid(waypoints)
+    start = input_camera.c2w[0]
+    if not torch.allclose(waypoints[0], start, atol=1e-6):
+        waypoints = torch.cat([start[None], waypoints])
+    if len(waypoints) == 1:
+        raise InvalidInputError(f"custom path {name!r} never leaves the input camera")
+    t = torch.linspace(0, len(waypoints) - 1, num_frames, dtype=waypoints.dtype, device=waypoints.device)
+    segment = t.floor().long().clamp(max=len(waypoints) - 2)
+    s = t - segment
+    quaternions = rotation_to_quaternion(waypoints[:, :3, :3]).to(waypoints)
+    c2w = torch.eye(4, dtype=waypoints.dtype, device=waypoints.device).repeat(num_frames, 1, 1)
+    c2w[:, :3, :3] = quaternion_to_rotation(slerp(quaternions[segment], quaternions[segment + 1], s))
+    c2w[:, :3, 3] = torch.lerp(waypoints[segment, :3, 3], waypoints[segment + 1, :3, 3], s[:, None])
+    c2w[0], c2w[-1] = start, waypoints[-1]
+    K = input_camera.K.expand(num_frames, 3, 3).clone()
+    return Trajectory(name, Camera(K, c2w, input_camera.height, input_camera.width))
 
 
 class _CollisionTest:

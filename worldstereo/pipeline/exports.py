@@ -14,26 +14,13 @@ import torch
 from torch import Tensor
 
 from worldstereo.geometry.camera import Camera
+from worldstereo.geometry.rotations import rotation_to_quaternion
 from worldstereo.memory.bank import MemoryBank
 from worldstereo.pipeline.media import encode_jpeg
 from worldstereo.pipeline.scene import EXPORT, INIT, TRAJECTORY, SceneContext, StageResult
 
 OPENCV_TO_OPENGL = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
 COLMAP_MAX_POINTS = 500_000
-
-
-def rotation_to_quaternion(R: Tensor) -> Tensor:
-    """Unit quaternions ``[N,4]`` (w, x, y, z; w >= 0) of rotations ``[N,3,3]``."""
-    R = R.double()
-    m00, m11, m22 = R[:, 0, 0], R[:, 1, 1], R[:, 2, 2]
-    q = torch.stack([
-        1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22,
-    ], dim=-1).clamp_min(0).sqrt() / 2
-    # signs of x, y, z from the antisymmetric part
-    q[:, 1] = torch.copysign(q[:, 1], R[:, 2, 1] - R[:, 1, 2])
-    q[:, 2] = torch.copysign(q[:, 2], R[:, 0, 2] - R[:, 2, 0])
-    q[:, 3] = torch.copysign(q[:, 3], R[:, 1, 0] - R[:, 0, 1])
-    return torch.nn.functional.normalize(q, dim=-1)
 
 
 def cameras_json(cameras: Camera, names: list[str]) -> dict:

@@ -23,7 +23,13 @@ from worldstereo.geometry.panorama import panorama_point_cloud, split_panorama
 from worldstereo.geometry.plucker import plucker_rays
 from worldstereo.geometry.render import CacheRender
 from worldstereo.geometry.resample import resample_nearest
-from worldstereo.geometry.trajectory import Trajectory, keyframe_indices, plan_trajectories, trajectory_to_json
+from worldstereo.geometry.trajectory import (
+    Trajectory,
+    custom_trajectory,
+    keyframe_indices,
+    plan_trajectories,
+    trajectory_to_json,
+)
 from worldstereo.inputs import SceneInput
 from worldstereo.memory.bank import MemoryBank
 from worldstereo.memory.cache import Cache3D, overlap_correspondences
@@ -102,6 +108,8 @@ def initial_state(ctx: SceneContext, scene: SceneInput, estimate: DepthEstimate)
         for trajectory in plan_trajectories(start.camera, _median(start.depth), settings.trajectory,
                                             depth=start.depth, cache_points=cache.points):
             plans.append((f"{start.name}_{trajectory.name}" if start.name else trajectory.name, index, trajectory))
+    for name, waypoints in scene.paths.items():  # custom paths: perspective inputs, from their one start
+        plans.append((name, 0, custom_trajectory(name, starts[0].camera, waypoints, settings.trajectory.num_frames)))
     return SceneState(ctx.scene_id, scene.kind, cache, bank, starts, plans, scene.scene, cache.voxel_size)
 
 
