@@ -3,12 +3,12 @@ import math
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from worldstereo.config import TrajectorySettings
 from worldstereo.errors import InvalidInputError
 from worldstereo.geometry.camera import Camera, look_at
 from worldstereo.geometry.trajectory import (
-    PlannerOptions,
     _rotation_about_axis,
     custom_trajectory,
     keyframe_indices,
@@ -101,7 +101,7 @@ def test_orbit_is_a_closed_loop_of_radius_point_three_d(plan):
 
 def test_orbit_aspect_sets_the_vertical_semi_axis():
     camera = _input_camera()
-    (t,) = plan_trajectories(camera, D, TrajectorySettings(order=("orbit",)), options=PlannerOptions(orbit_aspect=4 / 3))
+    (t,) = plan_trajectories(camera, D, TrajectorySettings(order=("orbit",), orbit_aspect=4 / 3))
     up = -camera.c2w[0, :3, 1]
     height = (t.cameras.centers - camera.centers) @ up
     assert height.max().item() == pytest.approx(0.4 * D, abs=1e-3)
@@ -129,7 +129,7 @@ def test_face_forward_scene_shrinks_sideways_rotations():
     trajectories = {
         t.name: t for t in plan_trajectories(camera, D, TrajectorySettings(), depth=_wall_depth(camera, 1.02 * D))
     }
-    margin = PlannerOptions().surface_margin * D
+    margin = TrajectorySettings().surface_margin * D
     for name in ("right", "left"):
         t = trajectories[name]
         assert t.fraction < 1.0 and t.angle_deg == pytest.approx(90.0 * t.fraction)
@@ -165,7 +165,7 @@ def test_cache_points_near_a_path_shrink_only_that_path():
     trajectories = {t.name: t for t in plan_trajectories(camera, D, settings, cache_points=points)}
     assert trajectories["right"].fraction < 1.0
     clearance = torch.cdist(trajectories["right"].cameras.centers, points).min()
-    assert clearance >= PlannerOptions().clearance * D
+    assert clearance >= TrajectorySettings().clearance * D
     assert all(trajectories[n].fraction == 1.0 for n in ("orbit", "up", "left"))
 
 
@@ -258,6 +258,15 @@ def test_json_in_the_released_camera_convention():
 def test_json_rejects_bad_input(data):
     with pytest.raises(InvalidInputError):
         load_trajectory_json(data)
+
+
+@pytest.mark.parametrize(
+    "field", [{"shrink_factor": 1.0}, {"shrink_factor": 0.0}, {"min_fraction": 0.0}, {"min_fraction": 1.5},
+              {"orbit_aspect": 0.0}, {"surface_margin": -0.1}, {"clearance": -0.1}, {"collision_chunk": 0}],
+)
+def test_planner_settings_are_bounded(field):
+    with pytest.raises(ValidationError, match=next(iter(field))):
+        TrajectorySettings(**field)
 
 
 def test_planner_rejects_bad_input():

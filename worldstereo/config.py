@@ -76,9 +76,15 @@ class TrajectorySettings(BaseModel):
     left_deg: float = 90.0
     right_deg: float = 90.0
     orbit_radius_ratio: float = 0.3
+    orbit_aspect: float = Field(default=1.0, gt=0.0)  # vertical / horizontal semi-axis of the orbit
     num_frames: int = Field(default=81, ge=2)
     num_keyframes: int | None = Field(default=None, ge=1)
     shrink_for_collisions: bool = True
+    shrink_factor: float = Field(default=0.8, gt=0.0, lt=1.0)  # per step while a path collides
+    min_fraction: float = Field(default=0.1, gt=0.0, le=1.0)  # of the configured angle (orbit: radius)
+    surface_margin: float = Field(default=0.05, ge=0.0)  # x median depth, to the surface the input sees
+    clearance: float = Field(default=0.05, ge=0.0)  # x median depth, to any 3D-cache point
+    collision_chunk: int = Field(default=65536, gt=0)  # cache points per distance block
 
     @property
     def keyframes(self) -> int:

@@ -30,7 +30,8 @@ Surfaces the input view does not see are only known through ``cache_points`` (e.
 cache, or the cache grown by earlier trajectories).
 
 While a path collides its angle (orbit: its radii) is multiplied by ``shrink_factor``, down to
-``min_fraction`` of the configured value; ``Trajectory.fraction`` records what was kept.
+``min_fraction`` of the configured value; ``Trajectory.fraction`` records what was kept. Every
+angle, ratio, margin and factor named here is a ``TrajectorySettings`` field.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import torch
 from torch import Tensor
 
 from worldstereo.config import TrajectorySettings
-from worldstereo.errors import ConfigurationError, InvalidInputError
+from worldstereo.errors import InvalidInputError
 from worldstereo.geometry.camera import Camera, look_at, rigid_inverse
 from worldstereo.geometry.rotations import quaternion_to_rotation, rotation_to_quaternion, slerp
 
@@ -65,26 +66,6 @@ class Trajectory:
         return len(self.cameras)
 
 
-@dataclass(frozen=True)
-class PlannerOptions:
-    """Orbit shape and collision policy (lengths are fractions of the median depth)."""
-
-    orbit_aspect: float = 1.0
-    shrink_factor: float = 0.8
-    min_fraction: float = 0.1
-    surface_margin: float = 0.05
-    clearance: float = 0.05
-    chunk: int = 65536
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.shrink_factor < 1.0:
-            raise ConfigurationError("shrink_factor must lie in (0, 1)")
-        if not 0.0 < self.min_fraction <= 1.0:
-            raise ConfigurationError("min_fraction must lie in (0, 1]")
-        if self.orbit_aspect <= 0.0 or self.chunk <= 0:
-            raise ConfigurationError("orbit_aspect and chunk must be positive")
-
-
 def keyframe_indices(num_frames: int, num_keyframes: int) -> Tensor:
     """``num_keyframes`` uniformly spaced frame indices in ``[0, num_frames)``, first and last included."""
     if num_frames < 1 or not 1 <= num_keyframes <= num_frames:
@@ -101,7 +82,6 @@ def plan_trajectories(
     *,
     depth: Tensor | None = None,
     cache_points: Tensor | None = None,
-    options: PlannerOptions = PlannerOptions(),
 ) -> list[Trajectory]:
     """The configured presets in ``settings.order``, shrunk where they would collide with the scene."""
     if len(input_camera) != 1:
@@ -114,10 +94,8 @@ def plan_trajectories(
         raise InvalidInputError(
             f"depth must be {(input_camera.height, input_camera.width)}, got {tuple(depth.shape)}"
         )
-    collides = _CollisionTest(input_camera, median_depth, depth, cache_points, options)
-    return [
-        _plan_one(name, input_camera, median_depth, settings, options, collides) for name in settings.order
-    ]
+    collides = _CollisionTest(input_camera, median_depth, depth, cache_points, settings)
+    return [_plan_one(name, input_camera, median_depth, settings, collides) for name in settings.order]
 
 
 def _plan_one(
@@ -125,7 +103,6 @@ def _plan_one(
     camera: Camera,
     d: float,
     settings: TrajectorySettings,
-    options: PlannerOptions,
     collides: _CollisionTest,
 ) -> Trajectory:
     start = camera.c2w[0]
@@ -137,7 +114,7 @@ def _plan_one(
 
         def path(fraction: float) -> Tensor:  # closed ellipse through C in the image plane
             phi = 2 * math.pi * t[:, None]
-            rx, ry = fraction * radius, fraction * radius * options.orbit_aspect
+            rx, ry = fraction * radius, fraction * radius * settings.orbit_aspect
             eyes = start[:3, 3] + rx * (torch.cos(phi) - 1) * right + ry * torch.sin(phi) * up
             return look_at(eyes, center, up)
     else:
@@ -156,8 +133,8 @@ def _plan_one(
             return c2w
 
     fraction = 1.0
-    while settings.shrink_for_collisions and fraction > options.min_fraction and collides(path(fraction)[:, :3, 3]):
-        fraction = max(fraction * options.shrink_factor, options.min_fraction)
+    while settings.shrink_for_collisions and fraction > settings.min_fraction and collides(path(fraction)[:, :3, 3]):
+        fraction = max(fraction * settings.shrink_factor, settings.min_fraction)
     c2w = path(fraction)
     c2w[0] = start
     cameras = Camera(camera.K.expand(len(c2w), 3, 3).clone(), c2w, camera.height, camera.width)
@@ -209,12 +186,12 @@ class _CollisionTest:
         d: float,
         depth: Tensor | None,
         cache_points: Tensor | None,
-        options: PlannerOptions,
+        settings: TrajectorySettings,
     ) -> None:
-        self.camera, self.points, self.chunk = camera, cache_points, options.chunk
+        self.camera, self.points, self.chunk = camera, cache_points, settings.collision_chunk
         self.depth = None if depth is None else depth.to(camera.K)
-        self.margin = options.surface_margin * d
-        self.clearance = options.clearance * d
+        self.margin = settings.surface_margin * d
+        self.clearance = settings.clearance * d
         if self.depth is not None:
             self.surface, self.normals = _tangent_planes(camera, self.depth)
         if cache_points is not None and len(cache_points) > 0:
