@@ -235,7 +235,8 @@ def test_bad_depth_sidecars_are_rejected(depth, message):
         (_perspective(scene={"kind": "room", "seed": -1}), "scene.seed"),
         (_perspective(scene={"kind": "room", "seed": "1"}), "scene.seed"),
         (_perspective(trajectories=[{"name": "Walk", "c2w": [EYE]}]), "trajectories.0.name"),
-        (_perspective(trajectories=[{"name": "orbit", "c2w": [EYE]}]), "'orbit' is a preset's name"),
+        (_perspective(trajectories=[{"name": "orbit", "c2w": [EYE]}]), "'orbit' is reserved"),
+        (_perspective(trajectories=[{"name": "init", "c2w": [EYE]}]), "'init' is reserved"),
         (_perspective(trajectories=[{"name": "a", "c2w": [EYE]}, {"name": "a", "c2w": [EYE]}]), "unique"),
         (_perspective(trajectories=[{"name": "a", "c2w": []}]), "trajectories.0.c2w"),
         (_perspective(trajectories=[{"name": "a", "c2w": [[[2, 0, 0, 0], *EYE[1:]]]}]), "orthonormal"),
@@ -244,7 +245,7 @@ def test_bad_depth_sidecars_are_rejected(depth, message):
     ids=[
         "syntax", "not-utf8", "not-object", "no-kind", "unknown-kind", "no-K", "K-shape", "K-focal",
         "K-last-row", "K-nan", "c2w-scaled", "c2w-reflection", "c2w-last-row", "unknown-field",
-        "size-mismatch", "scene-kind", "scene-seed", "scene-seed-type", "path-name", "path-preset-name",
+        "size-mismatch", "scene-kind", "scene-seed", "scene-seed-type", "path-name", "path-preset-name", "path-stage-name",
         "path-names-repeat", "path-without-poses", "path-pose-scaled", "panorama-path",
     ],
 )

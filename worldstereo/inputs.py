@@ -17,8 +17,9 @@ Input layout (files in a directory or objects under a key prefix; ``NAME`` is an
                       "trajectories": [{"name": "walk", "c2w": [pose, ...]}, ...]}
             K in pixels, pixel centres at integer + 0.5. c2w is camera-to-world in OpenCV axes
             (x right, y down, z forward), identity when omitted. "trajectories" (optional) are
-            custom camera paths run after the configured presets: each a name ([a-z0-9_],
-            unlike the presets') and camera-to-world waypoint poses in the same world; the path
+            custom camera paths run after the configured presets: each a name ([a-z0-9_], not
+            a preset's, "init", "export", "exports" or "state") and camera-to-world waypoint
+            poses in the same world; the path
             starts at the input camera and passes through the waypoints.
         Panorama:    {"kind": "panorama", "height": H, "width": W, "scene": {...}}
             A 2:1 (±1%) equirectangular image in a z-up world centred at the origin
@@ -137,15 +138,19 @@ def _rigid(c2w: tuple[Row4, ...]) -> tuple[Row4, ...]:
 Pose = Annotated[tuple[Row4, Row4, Row4, Row4], AfterValidator(_rigid)]
 
 
+# Names a custom path may not take: the presets', and the stages' and output folders' of a scene.
+RESERVED_PATH_NAMES = frozenset(get_args(TrajectoryName)) | {"init", "export", "exports", "state"}
+
+
 class _CustomPath(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_]{0,63}$")]
     c2w: Annotated[list[Pose], Field(min_length=1)]
 
     @field_validator("name")
     @classmethod
-    def _not_a_preset(cls, name: str) -> str:
-        if name in get_args(TrajectoryName):
-            raise ValueError(f"{name!r} is a preset's name")
+    def _not_reserved(cls, name: str) -> str:
+        if name in RESERVED_PATH_NAMES:
+            raise ValueError(f"{name!r} is reserved (presets, stages, output folders)")
         return name
 
 
