@@ -19,8 +19,8 @@ Input layout (files in a directory or objects under a key prefix; ``NAME`` is an
             (x right, y down, z forward), identity when omitted. "trajectories" (optional) are
             custom camera paths run after the configured presets: each a name ([a-z0-9_], not
             a preset's, "init", "export", "exports" or "state") and camera-to-world waypoint
-            poses in the same world; the path
-            starts at the input camera and passes through the waypoints.
+            poses in the same world; the path starts at the input camera and passes through
+            the waypoints.
         Panorama:    {"kind": "panorama", "height": H, "width": W, "scene": {...}}
             A 2:1 (±1%) equirectangular image in a z-up world centred at the origin
             (conventions of ``worldstereo.geometry.spherical``).
