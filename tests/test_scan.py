@@ -63,3 +63,38 @@ def test_input_kind_follows_the_camera_file(store: ObjectStore, storage_settings
     assert input_kind(store, bucket, "q.png") is InputKind.PERSPECTIVE
     assert input_kind(store, bucket, "r.png") is InputKind.PERSPECTIVE  # loading it fails the scene later
     assert input_kind(store, bucket, "s.png") is InputKind.PERSPECTIVE  # no camera file
+
+
+def test_upload_command_puts_sidecars_and_images_into_the_input_bucket(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from worldstereo.cli import app
+    from worldstereo.config import StorageSettings
+    from worldstereo.storage import open_store
+    from worldstereo.synthetic.samples import write_samples
+
+    monkeypatch.setenv("WORLDSTEREO_STORAGE__ROOT", str(tmp_path / "store"))
+    settings = StorageSettings(root=tmp_path / "store")
+    store, bucket = open_store(settings), settings.input_bucket
+    room = next(p for p in write_samples(tmp_path / "local") if p.stem == "room")
+    bare = tmp_path / "bare.png"
+    bare.write_bytes(room.read_bytes())
+
+    run = CliRunner().invoke(app, ["upload", str(room), str(bare), "--prefix", "drops/"])
+    assert run.exit_code == 0, run.output
+    assert run.output.split() == [f"{bucket}/drops/room.png", f"{bucket}/drops/bare.png"]
+    assert [e.key for e in store.list(bucket)] == [
+        "drops/bare.png", "drops/room.camera.json", "drops/room.depth.npy", "drops/room.png"
+    ]
+    assert store.get_bytes(bucket, "drops/room.depth.npy") == (tmp_path / "local" / "room.depth.npy").read_bytes()
+
+    room.write_bytes(b"replaced")  # uploading again replaces the image
+    assert CliRunner().invoke(app, ["upload", str(room), "--prefix", "drops/"]).exit_code == 0
+    assert store.get_bytes(bucket, "drops/room.png") == b"replaced"
+
+    samples = CliRunner().invoke(app, ["upload", "--samples"])
+    assert samples.exit_code == 0 and f"{bucket}/samples/room.png" in samples.output.split()
+    for bad in ([str(tmp_path / "room.depth.npy")], [str(tmp_path / "missing.png")], []):
+        refused = CliRunner().invoke(app, ["upload", *bad])
+        assert refused.exit_code == 2, refused.output
+    assert [e.key for e in store.list(bucket, "drops/")][-1] == "drops/room.png"

@@ -43,6 +43,32 @@ def samples(
         typer.echo(str(path))
 
 
+@app.command("upload")
+def upload_command(
+    images: Annotated[Optional[list[Path]], typer.Argument(help="Input images; their NAME.depth.npy / NAME.camera.json beside them go too.")] = None,
+    prefix: Annotated[str, typer.Option(help="Key prefix in the input bucket, e.g. drops/.")] = "",
+    samples: Annotated[bool, typer.Option(help="Upload the bundled synthetic samples (under samples/ unless --prefix).")] = False,
+) -> None:
+    """Put images into the configured input bucket, sidecars first; the next batch registers them."""
+    from worldstereo.config import load_settings
+    from worldstereo.errors import InvalidInputError
+    from worldstereo.storage import open_store
+    from worldstereo.storage.upload import upload_inputs
+    from worldstereo.synthetic.upload import upload_samples
+
+    if not images and not samples:
+        raise typer.BadParameter("name images to upload, or pass --samples")
+    settings = load_settings()
+    try:
+        keys = upload_samples(settings, prefix or "samples/") if samples else []
+        store = open_store(settings.storage)
+        keys += upload_inputs(store, settings.storage.input_bucket, images or [], prefix)
+    except InvalidInputError as exc:
+        raise typer.BadParameter(str(exc), param_hint="IMAGES") from exc
+    for key in keys:
+        typer.echo(f"{settings.storage.input_bucket}/{key}")
+
+
 @app.command("catalog")
 def catalog_command(
     status: Annotated[
