@@ -23,7 +23,7 @@ def batch(
     generator: Annotated[Optional[str], typer.Option(help="oracle | warp | worldstereo")] = None,
     frames: Annotated[Optional[int], typer.Option(help="Frames per trajectory (paper: 81).")] = None,
     scale: Annotated[Optional[float], typer.Option(help="Working resolution as a fraction of the 480p bucket.")] = None,
-    concurrency: int = 2,
+    concurrency: Annotated[Optional[int], typer.Option(help="Scenes at once (default: the cluster's stage slots).")] = None,
     json_path: JsonOption = None,
 ) -> None:
     """Run the scene-batch flow in this process (Prefect's ephemeral API unless PREFECT_API_URL is set)."""

@@ -1,6 +1,8 @@
 """The ``scene-batch`` flow: register new inputs, fan out per-scene pipelines, report a status table.
 
-Scenes run concurrently (at most ``concurrency`` at once) and are isolated: a failing scene is recorded
+Every stage of a scene is a Ray task on the cluster; the flow only submits scene ids and collects small
+outcomes. Scenes run concurrently (``concurrency``, by default as many as the cluster has stage slots:
+its CPUs not reserved for model actors, ``ray.stage_cpus`` each) and are isolated: a failing scene is recorded
 as failed in the catalog with its reason and never fails the others. A scene that is done is not run
 again; ``rerun_failed`` picks up failed scenes and scenes left running by an interrupted batch (batches
 never overlap: the deployments run one at a time), each resuming from its last finished stage.
@@ -15,13 +17,13 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.artifacts import BatchProgress, publish_batch_table
+from tasks.ray_pools import stage_slots
 from tasks.stages import SceneOutcome, compact_catalog, process_scene, register_inputs
 from worldstereo.config import Settings, load_settings
 from worldstereo.storage.factory import open_store
 from worldstereo.storage.manifests import Catalog, SceneEntry
 from worldstereo.storage.schemas import SceneStatus
 
-DEFAULT_CONCURRENCY = 2
 
 
 def batch_settings(
@@ -65,7 +67,7 @@ def scene_batch(
     reconstructor: str | None = None,
     depth: str | None = None,
     trajectory: dict[str, Any] | None = None,
-    concurrency: int = DEFAULT_CONCURRENCY,
+    concurrency: int | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> list[dict]:
     """Process the input bucket's new (and optionally failed) scenes; returns one status row per scene."""
@@ -77,7 +79,8 @@ def scene_batch(
     logger.info("%d scenes to run (%d newly registered)", len(selected), len(new_ids))
     progress = BatchProgress(len(selected))
     outcomes: list[SceneOutcome] = []
-    with ThreadPoolTaskRunner(max_workers=max(1, concurrency)) as runner:
+    in_flight = max(1, min(len(selected), concurrency or stage_slots(settings)))
+    with ThreadPoolTaskRunner(max_workers=in_flight) as runner:
         futures = [runner.submit(process_scene, {"settings": settings, "entry": entry}) for entry in selected]
         for future in futures:
             outcomes.append(future.result())

@@ -29,8 +29,11 @@ def _data_uri(jpeg: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
 
 
-def publish_scene_artifact(settings: Settings, scene_id: str) -> None:
-    """A markdown artifact with the scene's summary, its last generated keyframe and a top-down view."""
+def scene_markdown(settings: Settings, scene_id: str) -> str:
+    """The scene's summary, its last generated keyframe and a top-down view of its fused cloud, as markdown.
+
+    Built where the export stage runs (it reads the fused cloud); the flow receives only the text.
+    """
     store, bucket = open_store(settings.storage), settings.storage.work_bucket
     summary = json.loads(store.get_bytes(bucket, output_key(scene_id, "summary.json")))
     keyframes = sorted(k for k in summary["outputs"] if "/exports/images/" in k)
@@ -46,8 +49,12 @@ def publish_scene_artifact(settings: Settings, scene_id: str) -> None:
     if preview:
         lines += ["", f"![keyframe]({_data_uri(preview)})"]
     lines += ["", f"![top-down view of the fused cloud]({_data_uri(top)})"]
-    create_markdown_artifact("\n".join(lines), key=_artifact_key(f"scene-{scene_id}"),
-                             description=f"WorldStereo scene {scene_id}")
+    return "\n".join(lines)
+
+
+def publish_scene_artifact(scene_id: str, markdown: str) -> None:
+    """The scene's markdown artifact in the Prefect UI."""
+    create_markdown_artifact(markdown, key=_artifact_key(f"scene-{scene_id}"), description=f"WorldStereo scene {scene_id}")
 
 
 def _read_ply(data: bytes) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,16 +1,25 @@
 """Ray actor pools that hold loaded backends: weights load once per actor, then serve many requests.
 
-Pool sizes come from ``ray.cluster_resources()``: a backend that wants a GPU gets one actor per free GPU
-where GPUs exist and CPU actors otherwise, so no request ever waits for a GPU that is not there.
-Actors restart and retry in-flight calls when they die.
+The depth, generator and reconstructor pools are planned together from ``ray.cluster_resources()``:
+
+* GPU backends share the GPUs: each GPU backend gets one actor per GPU asking for ``1/n`` of a GPU
+  (``n`` = how many of the three want a GPU, and never more than the backend declares), so the pools
+  always fit together and every GPU hosts one actor of each. Without GPUs they run as CPU actors.
+* Actors together ask for at most ``ray.actor_cpu_share`` of the cluster's CPUs, leaving the rest to
+  the scenes' stage tasks, so actors and stage tasks can never wait on each other forever.
+* Each actor declares the memory its backend needs (``Resources.memory_gb``, capped at its share of
+  the cluster's memory), so Ray places it where that memory is.
+
+Actors restart when they die and Ray retries the calls that were in flight. A call that does not return
+within ``ray.call_timeout_s`` raises :class:`ModelCallTimeout`, a transient failure of its stage.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import threading
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +31,15 @@ from worldstereo.pipeline.registry import backend_class, make_backend
 
 log = logging.getLogger(__name__)
 ACTOR_RESTARTS = 3
-POOLS = 3  # depth, generator, reconstructor
+KINDS = ("depth", "generator", "reconstructor")
 CPUS_PER_CPU_ACTOR = 16
+GIB = 1024**3
 _lock = threading.Lock()
-_pools: dict[tuple, BackendPool] = {}
+_pools: dict[tuple, ScenePools] = {}
+
+
+class ModelCallTimeout(TimeoutError):
+    """A model call did not return within ``ray.call_timeout_s`` (transient: the stage retries)."""
 
 
 def ensure_ray(settings: RaySettings) -> None:
@@ -36,8 +50,9 @@ def ensure_ray(settings: RaySettings) -> None:
         if settings.address:
             ray.init(address=settings.address, log_to_driver=False)
         else:
-            ray.init(num_cpus=settings.num_cpus or os.cpu_count(), include_dashboard=False,
-                     object_store_memory=settings.object_store_memory, log_to_driver=False)
+            ray.init(num_cpus=settings.num_cpus or os.cpu_count(), num_gpus=settings.num_gpus,
+                     include_dashboard=False, object_store_memory=settings.object_store_memory,
+                     log_to_driver=False)
         log.info("ray resources: %s", ray.cluster_resources())
 
 
@@ -63,63 +78,87 @@ class PoolPlan:
     size: int
     num_gpus: float
     num_cpus: float
+    memory: int  # bytes
 
 
-def plan_pool(resources: Resources, cluster: dict[str, float], max_size: int | None = None) -> PoolPlan:
-    """One actor per GPU (asking for the backend's GPU fraction) where GPUs exist, else CPU actors.
-
-    CPU actors ask for a share of the cluster's CPUs small enough that the depth, generator and
-    reconstructor pools always fit together; one actor per ``CPUS_PER_CPU_ACTOR`` CPUs.
-    """
+def plan_pools(needs: dict[str, Resources], cluster: dict[str, float], cpu_share: float = 0.5,
+               ) -> dict[str, PoolPlan]:
+    """Plans for all pools at once (see the module docstring); ``needs`` maps a kind to its backend's needs."""
     gpus, cpus = cluster.get("GPU", 0.0), cluster.get("CPU", 1.0)
-    if resources.gpus > 0 and gpus >= resources.gpus:
-        size = max(1, int(gpus))
-        plan = PoolPlan(size, min(resources.gpus, 1.0), min(resources.cpus, cpus / (POOLS * size)))
-    else:
-        size = max(1, int(cpus // CPUS_PER_CPU_ACTOR))
-        plan = PoolPlan(size, 0.0, min(resources.cpus, cpus / (POOLS * size)))
-    return plan if max_size is None else PoolPlan(min(plan.size, max_size), plan.num_gpus, plan.num_cpus)
+    memory = cluster.get("memory", 0.0)
+    on_gpu = [kind for kind, need in needs.items() if need.gpus > 0 and gpus >= 1]
+    gpu_size = max(1, int(gpus))
+    cpu_size = max(1, int(cpus * cpu_share // CPUS_PER_CPU_ACTOR))
+    actors = sum(gpu_size if kind in on_gpu else cpu_size for kind in needs)
+    plans = {}
+    for kind, need in needs.items():
+        size = gpu_size if kind in on_gpu else cpu_size
+        gpu = min(need.gpus, 1.0 / len(on_gpu)) if kind in on_gpu else 0.0
+        cpu = min(need.cpus, cpus * cpu_share / actors)
+        mem = int(min(need.memory_gb * GIB, memory / actors)) if memory else 0
+        plans[kind] = PoolPlan(size, gpu, cpu, mem)
+    return plans
 
 
-class BackendPool:
-    """Round-robin over actors that each hold the same backend."""
+@dataclass(frozen=True)
+class ModelHandles:
+    """The actors of the three pools: what a stage task needs to call the models (small, picklable)."""
 
-    def __init__(self, kind: str, name: str, settings: Settings, max_size: int | None = None) -> None:
-        self.kind, self.name = kind, name
-        self.plan = plan_pool(backend_class(kind, name).resources, ray.cluster_resources(), max_size)
-        options = {"num_gpus": self.plan.num_gpus, "num_cpus": self.plan.num_cpus,
-                   "max_restarts": ACTOR_RESTARTS, "max_task_retries": ACTOR_RESTARTS}
-        self.actors = [BackendActor.options(**options).remote(kind, name, settings) for _ in range(self.plan.size)]
-        self._next = itertools.cycle(range(self.plan.size))
-        self._turn = threading.Lock()
+    actors: dict[str, list]
+    call_timeout_s: float
 
-    def call(self, method: str, *args: Any) -> Any:
-        """Run ``backend.method(*args)`` on the next actor and wait for the result."""
-        with self._turn:
-            actor = self.actors[next(self._next)]
-        return ray.get(actor.call.remote(method, *args))
-
-    def method(self, method: str):
-        """A plain callable for the library's stage functions."""
-        return lambda *args: self.call(method, *args)
+    def actor(self, kind: str, affinity: str) -> Any:
+        """The actor of ``kind`` that serves a scene: the same one for all of its calls."""
+        actors = self.actors[kind]
+        return actors[zlib.crc32(affinity.encode()) % len(actors)]
 
 
-def get_pool(kind: str, name: str, settings: Settings, max_size: int | None = None) -> BackendPool:
-    """The process-wide pool for a backend (created on first use)."""
+class ScenePools:
+    """The depth, generator and reconstructor pools of one configuration."""
+
+    def __init__(self, settings: Settings) -> None:
+        names = {"depth": settings.depth_backend, "generator": settings.generator,
+                 "reconstructor": settings.reconstructor}
+        needs = {kind: backend_class(kind, names[kind]).resources for kind in KINDS}
+        self.plans = plan_pools(needs, ray.cluster_resources(), settings.ray.actor_cpu_share)
+        actors = {}
+        for kind in KINDS:
+            plan = self.plans[kind]
+            options = {"num_gpus": plan.num_gpus, "num_cpus": plan.num_cpus, "max_restarts": ACTOR_RESTARTS,
+                       "max_task_retries": ACTOR_RESTARTS} | ({"memory": plan.memory} if plan.memory else {})
+            actors[kind] = [BackendActor.options(**options).remote(kind, names[kind], settings)
+                            for _ in range(plan.size)]
+        self.handles = ModelHandles(actors, settings.ray.call_timeout_s)
+        log.info("model pools: %s", self.plans)
+
+    def kill(self) -> None:
+        for actors in self.handles.actors.values():
+            for actor in actors:
+                ray.kill(actor)
+
+
+def stage_slots(settings: Settings) -> int:
+    """How many stage tasks the cluster runs at once beside the model actors."""
+    ensure_ray(settings.ray)
+    cpus = ray.cluster_resources().get("CPU", 1.0) * (1 - settings.ray.actor_cpu_share)
+    return max(1, int(cpus // settings.ray.stage_cpus))
+
+
+def get_pools(settings: Settings) -> ScenePools:
+    """The process-wide pools for the configured backends (created on first use)."""
     ensure_ray(settings.ray)
     # what a loaded backend depends on; scene-level settings (storage, trajectories) travel with requests
-    key = (kind, name, settings.models.model_dump_json(), settings.generation.model_dump_json(), settings.device,
-           max_size)
+    key = (settings.depth_backend, settings.generator, settings.reconstructor, settings.models.model_dump_json(),
+           settings.generation.model_dump_json(), settings.device, settings.ray.model_dump_json())
     with _lock:
         if key not in _pools:
-            _pools[key] = BackendPool(kind, name, settings, max_size)
+            _pools[key] = ScenePools(settings)
         return _pools[key]
 
 
 def shutdown_pools() -> None:
-    """Drop every pool (their actors exit with their handles)."""
+    """Drop every pool (their actors exit)."""
     with _lock:
-        for pool in _pools.values():
-            for actor in pool.actors:
-                ray.kill(actor)
+        for pools in _pools.values():
+            pools.kill()
         _pools.clear()

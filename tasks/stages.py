@@ -10,17 +10,21 @@ import threading
 import time
 from dataclasses import dataclass
 
+import ray
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 
 from tasks.artifacts import publish_scene_artifact
-from tasks.ray_pools import get_pool
+from tasks.errors import plain, readable_reason, underlying
+from tasks.ray_pools import get_pools
+from tasks.remote_stage import StageOutcome, stage_task_remote
 from worldstereo.config import Settings
 from worldstereo.errors import PermanentError
-from worldstereo.pipeline import scene as stages
-from worldstereo.pipeline.local import read_input
+from worldstereo.pipeline.runner import Stage, later_stages
+from worldstereo.pipeline.scene import INIT
 from worldstereo.storage.factory import open_store
 from worldstereo.storage.keys import output_key, scene_prefix
 from worldstereo.storage.manifests import Catalog, SceneEntry
@@ -83,40 +87,31 @@ def register_inputs(settings: Settings, input_prefix: str = "") -> list[str]:
     return registration.scene_ids
 
 
-def _context(settings: Settings, scene_id: str) -> stages.SceneContext:
-    return stages.SceneContext(open_store(settings.storage), settings.storage.work_bucket, scene_id, settings)
+def _run_on_cluster(settings: Settings, scene_id: str, input_key: str, stage: Stage,
+                    names: list[str] | None) -> StageOutcome:
+    """Submit the stage as a Ray task and wait for its small outcome; a remote error is raised as itself."""
+    pools = get_pools(settings)
+    options = {"num_cpus": settings.ray.stage_cpus, "max_retries": settings.ray.stage_retries,
+               "retry_exceptions": False}
+    ref = stage_task_remote.options(**options).remote(settings, scene_id, input_key, stage, names, pools.handles)
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        get_run_logger().error("stage %s of %s failed on the cluster:\n%s", stage.label, scene_id, plain(str(exc)))
+        raise underlying(exc) from None
 
 
 @stage_task(task_run_name="init-{scene_id}")
-def init_stage(settings: Settings, scene_id: str, input_key: str) -> None:
-    """Read and validate the input, estimate depth on the depth pool, build the initial cache and plan."""
-    ctx = _context(settings, scene_id)
-    if ctx.is_done(stages.INIT):
-        return
-    scene = read_input(ctx.store, settings.storage.input_bucket, input_key, settings)
-    depth = get_pool("depth", settings.depth_backend, settings)
-    stages.run_init(ctx, scene, depth.method("estimate"))
+def init_stage(settings: Settings, scene_id: str, input_key: str) -> StageOutcome:
+    """Read and validate the input, estimate depth, build the initial cache and plan (on the cluster)."""
+    return _run_on_cluster(settings, scene_id, input_key, Stage(INIT), None)
 
 
-@stage_task(task_run_name="{trajectory}-{scene_id}")
-def trajectory_stage(settings: Settings, scene_id: str, trajectory: str, names: list[str]) -> None:
-    """One trajectory; generation and reconstruction run on their actor pools."""
-    ctx = _context(settings, scene_id)
-    if ctx.is_done(stages.TRAJECTORY, trajectory):
-        return
-    generator = get_pool("generator", settings.generator, settings)
-    reconstructor = get_pool("reconstructor", settings.reconstructor, settings)
-    stages.run_trajectory(ctx, trajectory, generator.method("generate"), reconstructor.method("reconstruct"), names)
-
-
-@stage_task(task_run_name="export-{scene_id}")
-def export_stage(settings: Settings, scene_id: str, names: list[str]) -> None:
-    """Fused cloud and every export format."""
-    from worldstereo.pipeline.exports import run_export
-
-    ctx = _context(settings, scene_id)
-    if not ctx.is_done(stages.EXPORT):
-        run_export(ctx, names)
+@stage_task(task_run_name="{label}-{scene_id}")
+def later_stage(settings: Settings, scene_id: str, input_key: str, stage: Stage, names: list[str],
+                label: str) -> StageOutcome:
+    """One trajectory (generation and reconstruction on the model actors), or the exports (on the cluster)."""
+    return _run_on_cluster(settings, scene_id, input_key, stage, names)
 
 
 @dataclass(frozen=True)
@@ -144,14 +139,12 @@ def process_scene(settings: Settings, entry: SceneEntry) -> SceneOutcome:
     entry = catalog_update(settings, entry, SceneStatus.RUNNING)
     outputs = f"{settings.storage.work_bucket}/{output_key(entry.scene_id, 'exports')}/"
     try:
-        init_stage(settings, entry.scene_id, entry.input_key)
-        names = stages.trajectory_names(_context(settings, entry.scene_id))
-        for name in names:
-            trajectory_stage(settings, entry.scene_id, name, names)
-        export_stage(settings, entry.scene_id, names)
-        publish_scene_artifact(settings, entry.scene_id)
+        names = init_stage(settings, entry.scene_id, entry.input_key).names
+        for stage in later_stages(names):
+            outcome = later_stage(settings, entry.scene_id, entry.input_key, stage, names, stage.label)
+        publish_scene_artifact(entry.scene_id, outcome.markdown)
     except Exception as exc:  # the batch goes on: the reason goes to the catalog
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = readable_reason(exc)
         get_run_logger().error("scene %s failed: %s", entry.scene_id, reason)
         catalog_update(settings, entry, SceneStatus.FAILED, reason[:2000])
         return SceneOutcome(entry.scene_id, entry.input_key, "failed", time.perf_counter() - started, reason, "")

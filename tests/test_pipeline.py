@@ -26,6 +26,7 @@ from worldstereo.geometry.camera import rigid_inverse
 from worldstereo.pipeline import scene as stages
 from worldstereo.pipeline.local import process_scene, read_input
 from worldstereo.pipeline.registry import make_backends
+from worldstereo.pipeline.runner import run_scene
 from worldstereo.storage.factory import open_store
 from worldstereo.storage.keys import output_key
 from worldstereo.storage.manifests import StageRecords
@@ -106,7 +107,7 @@ def _run_and_die_in_third_trajectory(root: str, image: str) -> None:
         return generator.generate(request)
 
     ctx = stages.SceneContext(store, settings.storage.work_bucket, "room", settings)
-    for _ in stages.run_scene(ctx, scene, depth.estimate, generate, reconstructor.reconstruct):
+    for _ in run_scene(ctx, scene, depth.estimate, generate, reconstructor.reconstruct):
         pass
 
 

@@ -41,7 +41,14 @@ class RaySettings(BaseModel):
 
     address: str | None = None
     num_cpus: int | None = None
+    num_gpus: int | None = None  # a local cluster's GPUs (None: Ray detects them)
     object_store_memory: int = 512 * 1024 * 1024
+    # a model call that does not return in this time fails as transient (its stage retries)
+    call_timeout_s: float = Field(default=3600.0, gt=0)
+    stage_cpus: float = Field(default=1.0, gt=0)  # what each stage task of a scene asks of Ray
+    stage_retries: int = Field(default=3, ge=0)  # Ray re-runs of a stage task whose worker died
+    actor_cpu_share: float = Field(default=0.5, gt=0, lt=1)  # of the cluster's CPUs, for model actors
+    claim_ttl_s: float = Field(default=3600.0, gt=0)  # a scene claim not renewed for this long may be taken
 
 
 class ModelPaths(BaseModel):

@@ -10,7 +10,8 @@ from worldstereo.config import Settings
 from worldstereo.errors import InvalidInputError
 from worldstereo.inputs import SceneInput, load_input, sidecar_keys
 from worldstereo.pipeline.registry import make_backends
-from worldstereo.pipeline.scene import SceneContext, StageEvent, run_scene
+from worldstereo.pipeline.runner import StageEvent, run_scene
+from worldstereo.pipeline.scene import SceneContext
 from worldstereo.storage.base import ObjectStore
 from worldstereo.storage.keys import output_key, scene_id_from_key
 

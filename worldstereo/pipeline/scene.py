@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -243,42 +243,3 @@ def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, recons
     result = StageResult(tuple(keys), metrics)
     ctx.finish(TRAJECTORY, name, started, result)
     return result
-
-
-# --- whole scene -------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StageEvent:
-    """Progress of a scene: ``status`` is ``skipped`` (already done) or ``done``."""
-
-    stage: str
-    trajectory: str | None
-    status: str
-    index: int
-    total: int
-
-
-def run_scene(
-    ctx: SceneContext,
-    scene: SceneInput,
-    depth_fn: DepthFn,
-    generate_fn: GenerateFn,
-    reconstruct_fn: ReconstructFn,
-) -> Iterator[StageEvent]:
-    """Run (or resume) every stage of one scene, yielding progress after each."""
-    from worldstereo.pipeline.exports import run_export
-
-    done = ctx.is_done(INIT)
-    if not done:
-        run_init(ctx, scene, depth_fn)
-    names = trajectory_names(ctx)
-    total = len(names) + 2
-    yield StageEvent(INIT, None, "skipped" if done else "done", 1, total)
-    for index, name in enumerate(names, start=2):
-        done = ctx.is_done(TRAJECTORY, name)
-        if not done:
-            run_trajectory(ctx, name, generate_fn, reconstruct_fn, names)
-        yield StageEvent(TRAJECTORY, name, "skipped" if done else "done", index, total)
-    done = ctx.is_done(EXPORT)
-    if not done:
-        run_export(ctx, names)
-    yield StageEvent(EXPORT, None, "skipped" if done else "done", total, total)

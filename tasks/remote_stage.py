@@ -1,0 +1,84 @@
+"""One stage of one scene as a Ray task: the library's runner on a cluster worker.
+
+The worker reads the input and the previous stage's snapshot from the store, does the CPU geometry
+(GGM renders, retrieval, pointmaps, cache merge, encodes, exports) and calls the model actors. Requests
+and videos travel between the worker and the actors as Ray object references; the flow process only
+sends ids and receives a :class:`StageOutcome`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from tasks.artifacts import scene_markdown
+from tasks.ray_pools import ModelCallTimeout, ModelHandles
+from worldstereo.config import Settings
+from worldstereo.pipeline.backends import GeneratedVideo, GenerationRequest
+from worldstereo.pipeline.local import read_input
+from worldstereo.pipeline.runner import Models, Stage, run_stage
+from worldstereo.pipeline.scene import EXPORT, INIT, SceneContext, trajectory_names
+from worldstereo.storage.factory import open_store
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """What the flow learns of a stage: whether it ran, how long it took, and (init) the trajectory names."""
+
+    stage: str
+    ran: bool
+    duration_s: float
+    names: list[str] | None = None
+    markdown: str | None = None  # export: the scene's preview for the Prefect UI
+
+
+class ActorModels:
+    """Model calls on the scene's actors. A generated video goes to the reconstructor as the generator
+    actor's object reference, and a request is put into the object store once for both calls."""
+
+    def __init__(self, handles: ModelHandles, scene_id: str) -> None:
+        self.handles, self.scene_id = handles, scene_id
+        self._refs: dict[int, ray.ObjectRef] = {}
+
+    def _call(self, kind: str, method: str, *args: Any) -> Any:
+        ref = self.handles.actor(kind, self.scene_id).call.remote(method, *args)
+        try:
+            return ref, ray.get(ref, timeout=self.handles.call_timeout_s)
+        except ray.exceptions.GetTimeoutError as exc:
+            ray.cancel(ref)
+            raise ModelCallTimeout(f"{kind} {method} did not return within {self.handles.call_timeout_s:g} s "
+                                   "(ray.call_timeout_s)") from exc
+
+    def estimate(self, scene):
+        return self._call("depth", "estimate", scene)[1]
+
+    def generate(self, request: GenerationRequest) -> GeneratedVideo:
+        request_ref = ray.put(request)
+        video_ref, video = self._call("generator", "generate", request_ref)
+        self._refs = {id(request): request_ref, id(video): video_ref}
+        return video
+
+    def reconstruct(self, video: GeneratedVideo, request: GenerationRequest):
+        return self._call("reconstructor", "reconstruct", self._refs.get(id(video), video),
+                          self._refs.get(id(request), request))[1]
+
+
+def execute_stage(settings: Settings, scene_id: str, input_key: str, stage: Stage, names: list[str] | None,
+                  handles: ModelHandles) -> StageOutcome:
+    """Run ``stage`` of the scene unless it is done (the body of :data:`stage_task_remote`)."""
+    started = time.perf_counter()
+    store = open_store(settings.storage)
+    ctx = SceneContext(store, settings.storage.work_bucket, scene_id, settings)
+    models = ActorModels(handles, scene_id)
+    ran = run_stage(ctx, stage, Models(models.estimate, models.generate, models.reconstruct),
+                    lambda: read_input(store, settings.storage.input_bucket, input_key, settings), names)
+    markdown = scene_markdown(settings, scene_id) if stage.kind == EXPORT else None
+    if stage.kind == INIT:
+        names = trajectory_names(ctx)
+    return StageOutcome(stage.label, ran, time.perf_counter() - started, names, markdown)
+
+
+stage_task_remote = ray.remote(execute_stage)
