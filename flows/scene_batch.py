@@ -4,12 +4,14 @@ Every stage of a scene is a Ray task on the cluster; the flow only submits scene
 outcomes. Scenes run concurrently (``concurrency``, by default as many as the cluster has stage slots:
 its CPUs not reserved for model actors, ``ray.stage_cpus`` each) and are isolated: a failing scene is recorded
 as failed in the catalog with its reason and never fails the others. A scene that is done is not run
-again; ``rerun_failed`` picks up failed scenes and scenes left running by an interrupted batch (batches
-never overlap: the deployments run one at a time), each resuming from its last finished stage.
+again; ``rerun_failed`` picks up failed scenes and scenes left running by an interrupted batch, each
+resuming from its last finished stage. Batches may overlap: a scene runs in the batch that wins its claim
+(``worldstereo.storage.claims``); the other batch leaves it out of its table.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -47,11 +49,16 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def runnable(rerun_failed: bool) -> list[SceneStatus]:
+    """Statuses a batch runs: pending, and failed and interrupted ones too if asked."""
+    return [SceneStatus.PENDING] + ([SceneStatus.FAILED, SceneStatus.RUNNING] if rerun_failed else [])
+
+
 def select_scenes(
     catalog: Catalog, new_ids: list[str], scene_ids: list[str] | None, rerun_failed: bool, limit: int | None
 ) -> list[SceneEntry]:
-    """Pending scenes (failed and interrupted ones too if asked), only the named ones if given, at most ``limit``."""
-    statuses = [SceneStatus.PENDING] + ([SceneStatus.FAILED, SceneStatus.RUNNING] if rerun_failed else [])
+    """Runnable scenes (:func:`runnable`), only the named ones if given, at most ``limit``."""
+    statuses = runnable(rerun_failed)
     chosen = [e for e in catalog.by_status(*statuses) if scene_ids is None or e.scene_id in scene_ids]
     chosen.sort(key=lambda e: (e.scene_id not in new_ids, e.created_at, e.scene_id))
     return chosen if limit is None else chosen[:limit]
@@ -81,12 +88,15 @@ def scene_batch(
     outcomes: list[SceneOutcome] = []
     in_flight = max(1, min(len(selected), concurrency or stage_slots(settings)))
     with ThreadPoolTaskRunner(max_workers=in_flight) as runner:
-        futures = [runner.submit(process_scene, {"settings": settings, "entry": entry}) for entry in selected]
+        owner, statuses = str(flow_run.get_id() or uuid.uuid4()), [s.value for s in runnable(rerun_failed)]
+        futures = [runner.submit(process_scene, {"settings": settings, "entry": entry, "owner": owner,
+                                                 "statuses": statuses}) for entry in selected]
         for future in futures:
             outcomes.append(future.result())
             progress.advance()
     if outcomes:
         compact_catalog(settings)
+    outcomes = [o for o in outcomes if o.status != "skipped"]  # another batch has (or had) them
     rows = [o.row() for o in outcomes]
     publish_batch_table(rows, flow_run.get_name())
     failed = sum(o.status == "failed" for o in outcomes)

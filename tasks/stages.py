@@ -6,7 +6,6 @@ Transient errors (storage hiccups, a lost actor) retry with exponential backoff;
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ from worldstereo.config import Settings
 from worldstereo.errors import PermanentError
 from worldstereo.pipeline.runner import Stage, later_stages
 from worldstereo.pipeline.scene import INIT
+from worldstereo.storage.claims import SceneClaims
 from worldstereo.storage.factory import open_store
 from worldstereo.storage.keys import output_key, scene_prefix
 from worldstereo.storage.manifests import Catalog, SceneEntry
@@ -32,7 +32,6 @@ from worldstereo.storage.scan import scan_inputs
 from worldstereo.storage.schemas import SceneStatus
 
 RETRIES = 3
-_catalog_lock = threading.Lock()  # the flow process is the catalog's single writer
 
 
 def is_transient(task, task_run, state) -> bool:
@@ -51,17 +50,15 @@ stage_task = task(retries=RETRIES, retry_delay_seconds=exponential_backoff(backo
 
 
 def catalog_update(settings: Settings, entry: SceneEntry, status: SceneStatus, error: str | None = None) -> SceneEntry:
-    """Move a scene from its current row ``entry`` to ``status`` (one small write, under the catalog lock)."""
-    with _catalog_lock:
-        return Catalog(open_store(settings.storage), settings.storage.work_bucket).advance(entry, status, error)
+    """Move a scene from its current row ``entry`` to ``status`` (one small write of its own)."""
+    return Catalog(open_store(settings.storage), settings.storage.work_bucket).advance(entry, status, error)
 
 
 @task(cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=exponential_backoff(backoff_factor=2),
       retry_condition_fn=is_transient)
 def compact_catalog(settings: Settings) -> int:
     """Fold the batch's status changes into the catalog manifest."""
-    with _catalog_lock:
-        return Catalog(open_store(settings.storage), settings.storage.work_bucket).compact()
+    return Catalog(open_store(settings.storage), settings.storage.work_bucket).compact()
 
 
 @task(cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=exponential_backoff(backoff_factor=2),
@@ -76,12 +73,11 @@ def register_inputs(settings: Settings, input_prefix: str = "") -> list[str]:
     store = open_store(settings.storage)
     bucket, work_bucket = settings.storage.input_bucket, settings.storage.work_bucket
     store.ensure_bucket(bucket)
-    with _catalog_lock:
-        catalog = Catalog(store, work_bucket)
-        scan = scan_inputs(store, bucket, input_prefix, {e.input_key: e.input_version for e in catalog.entries()})
-        registration = catalog.register(
-            scan.inputs, on_replace=lambda old: store.delete_prefix(work_bucket, scene_prefix(old.scene_id))
-        )
+    catalog = Catalog(store, work_bucket)
+    scan = scan_inputs(store, bucket, input_prefix, {e.input_key: e.input_version for e in catalog.entries()})
+    registration = catalog.register(
+        scan.inputs, on_replace=lambda old: store.delete_prefix(work_bucket, scene_prefix(old.scene_id))
+    )
     get_run_logger().info("%d inputs listed, %d read, %d new scenes, %d replaced inputs",
                           scan.listed, len(scan.inputs), len(registration.added), len(registration.replaced))
     return registration.scene_ids
@@ -130,24 +126,49 @@ class SceneOutcome:
                 "duration_s": round(self.duration_s, 2), "error": self.error or "", "outputs": self.outputs}
 
 
+class ClaimLost(RuntimeError):
+    """The scene's claim expired and another batch took it: this batch stops working on the scene."""
+
+
 @task(cache_policy=NO_CACHE, task_run_name="scene-{entry.scene_id}")
-def process_scene(settings: Settings, entry: SceneEntry) -> SceneOutcome:
-    """All stages of one scene in order; failures are recorded in the catalog, never raised."""
+def process_scene(settings: Settings, entry: SceneEntry, owner: str, statuses: list[str]) -> SceneOutcome:
+    """All stages of one scene in order, if this batch wins its claim and the scene is still in one of
+    ``statuses``; failures are recorded in the catalog, never raised."""
     started = time.perf_counter()
+    store, bucket = open_store(settings.storage), settings.storage.work_bucket
+    claims = SceneClaims(store, bucket, settings.ray.claim_ttl_s, owner)
+    claim = claims.take(entry.scene_id)
+    if claim is None:
+        return SceneOutcome(entry.scene_id, entry.input_key, "skipped", 0.0, "claimed by another batch", "")
+    entry = Catalog(store, bucket).get(entry.scene_id)  # as it is now that no one else can change it
+    if entry.status.value not in statuses:
+        claims.release(claim)
+        return SceneOutcome(entry.scene_id, entry.input_key, "skipped", 0.0, f"already {entry.status.value}", "")
     if entry.status is SceneStatus.RUNNING:  # left running by an interrupted batch
         entry = catalog_update(settings, entry, SceneStatus.PENDING)
     entry = catalog_update(settings, entry, SceneStatus.RUNNING)
-    outputs = f"{settings.storage.work_bucket}/{output_key(entry.scene_id, 'exports')}/"
+    outputs = f"{bucket}/{output_key(entry.scene_id, 'exports')}/"
+
+    def renew() -> None:
+        nonlocal claim
+        claim = claims.renew(claim)
+        if claim is None:
+            raise ClaimLost(f"the claim on {entry.scene_id} expired and another batch took it")
+
     try:
         names = init_stage(settings, entry.scene_id, entry.input_key).names
         for stage in later_stages(names):
+            renew()
             outcome = later_stage(settings, entry.scene_id, entry.input_key, stage, names, stage.label)
         publish_scene_artifact(entry.scene_id, outcome.markdown)
+    except ClaimLost as exc:
+        return SceneOutcome(entry.scene_id, entry.input_key, "skipped", time.perf_counter() - started, str(exc), "")
     except Exception as exc:  # the batch goes on: the reason goes to the catalog
         reason = readable_reason(exc)
         get_run_logger().error("scene %s failed: %s", entry.scene_id, reason)
-        catalog_update(settings, entry, SceneStatus.FAILED, reason[:2000])
+        catalog_update(settings, entry, SceneStatus.FAILED, reason)
+        claims.release(claim)
         return SceneOutcome(entry.scene_id, entry.input_key, "failed", time.perf_counter() - started, reason, "")
     catalog_update(settings, entry, SceneStatus.DONE)
+    claims.release(claim)
     return SceneOutcome(entry.scene_id, entry.input_key, "done", time.perf_counter() - started, None, outputs)
-

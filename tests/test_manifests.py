@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -179,13 +180,13 @@ def test_status_changes_are_small_writes_folded_by_compaction(catalog: Catalog, 
 
     assert asked == []  # advancing from a known row reads nothing
     assert store.stat(bucket, catalog_key()).etag == manifest_etag
-    assert [e.key for e in store.list(bucket, "catalog/updates/")] == [
-        f"catalog/updates/{entries[0].scene_id}.parquet", f"catalog/updates/{entries[1].scene_id}.parquet"
-    ]
+    updates = [e.key for e in store.list(bucket, "catalog/updates/")]
+    assert [k.split("/")[2] for k in updates] == [entries[0].scene_id] * 2 + [entries[1].scene_id] * 2
+    assert len(set(updates)) == 4  # each change under a key of its own
     assert catalog.entries() == [done, failed, entries[2]]
     assert catalog.by_status(SceneStatus.FAILED) == [failed]
 
-    assert catalog.compact() == 2
+    assert catalog.compact() == 4
     assert list(store.list(bucket, "catalog/updates/")) == []
     assert catalog.entries() == [done, failed, entries[2]]
     folded_etag = store.stat(bucket, catalog_key()).etag
@@ -196,15 +197,51 @@ def test_registration_folds_updates_and_a_stale_update_never_wins(catalog: Catal
     bucket = storage_settings.work_bucket
     (entry,) = catalog.register([InputObject.from_bytes("in/a.png", InputKind.PERSPECTIVE, b"old", "v1")]).added
     failed = catalog.advance(catalog.advance(entry, SceneStatus.RUNNING), SceneStatus.FAILED, "not an image")
-    stale = store.get_bytes(bucket, f"catalog/updates/{entry.scene_id}.parquet")
+    stale_key = [e.key for e in store.list(bucket, f"catalog/updates/{entry.scene_id}/")][-1]
+    stale = store.get_bytes(bucket, stale_key)
 
     (replaced,) = catalog.register([InputObject.from_bytes("in/a.png", InputKind.PERSPECTIVE, b"new", "v2")]).replaced
     assert list(store.list(bucket, "catalog/updates/")) == []  # folded into the manifest it wrote
     assert Catalog(store, bucket).table().num_rows == 1
 
-    store.put_bytes(bucket, f"catalog/updates/{entry.scene_id}.parquet", stale)  # as if its delete was lost
+    store.put_bytes(bucket, stale_key, stale)  # as if its delete was lost
     assert catalog.get(entry.scene_id) == replaced != failed
     assert catalog.compact() == 1 and catalog.get(entry.scene_id) == replaced
+
+
+def test_an_update_written_during_compaction_is_not_lost(catalog: Catalog, store: ObjectStore, storage_settings):
+    bucket = storage_settings.work_bucket
+    entries = catalog.register(
+        [InputObject.from_bytes(f"in/{name}.png", InputKind.PERSPECTIVE, name.encode()) for name in "ab"]
+    ).added
+    running = catalog.advance(entries[0], SceneStatus.RUNNING)
+    real_list = store.list
+    late: list[SceneEntry] = []
+
+    def list_then_write(*args, **kwargs):  # another writer's change lands right after compaction listed the updates
+        listed = list(real_list(*args, **kwargs))
+        if not late:
+            late.append(catalog.advance(running, SceneStatus.DONE))
+        return iter(listed)
+
+    store.list = list_then_write
+    assert catalog.compact() == 1
+    store.list = real_list
+    assert catalog.get(entries[0].scene_id) == late[0]
+    assert catalog.compact() == 1 and catalog.get(entries[0].scene_id) == late[0]
+
+
+def test_two_compactions_at_once_keep_every_change(catalog: Catalog, store: ObjectStore, storage_settings):
+    bucket = storage_settings.work_bucket
+    entries = catalog.register(
+        [InputObject.from_bytes(f"in/{name}.png", InputKind.PERSPECTIVE, name.encode()) for name in "abcdef"]
+    ).added
+    other = Catalog(store, bucket)
+    with ThreadPoolExecutor(4) as pool:
+        changed = list(pool.map(lambda e: Catalog(store, bucket).advance(e, SceneStatus.RUNNING), entries))
+        list(pool.map(lambda c: c.compact(), [catalog, other, catalog, other]))
+    assert list(store.list(bucket, "catalog/updates/")) == []
+    assert Catalog(store, bucket).entries() == changed
 
 
 def test_catalog_with_a_foreign_schema_is_refused(catalog: Catalog, store: ObjectStore, storage_settings):

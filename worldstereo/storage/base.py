@@ -109,6 +109,21 @@ class ObjectStore(ABC):
         self._writable(bucket, key)
         return self._put_if_absent(bucket, key, bytes(data))
 
+    def put_if_match(self, bucket: str, key: str, data: bytes, etag: str | None) -> bool:
+        """Replace the object only if its etag is still ``etag`` (``None``: only if there is none).
+
+        True if this call wrote it; a compare-and-swap for small objects that several writers share.
+        """
+        if etag is None:
+            return self.put_if_absent(bucket, key, data)
+        self._writable(bucket, key)
+        return self._put_if_match(bucket, key, bytes(data), etag)
+
+    def get_versioned(self, bucket: str, key: str) -> tuple[bytes, str]:
+        """The whole content of an object and its etag (to pass to :meth:`put_if_match`)."""
+        self._readable(bucket, key)
+        return self._get_versioned(bucket, key)
+
     def get_bytes(self, bucket: str, key: str) -> bytes:
         """The whole content of an object."""
         self._readable(bucket, key)
@@ -178,6 +193,12 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def _put_if_absent(self, bucket: str, key: str, data: bytes) -> bool: ...
+
+    @abstractmethod
+    def _put_if_match(self, bucket: str, key: str, data: bytes, etag: str) -> bool: ...
+
+    @abstractmethod
+    def _get_versioned(self, bucket: str, key: str) -> tuple[bytes, str]: ...
 
     @abstractmethod
     def _get_bytes(self, bucket: str, key: str) -> bytes: ...

@@ -120,14 +120,20 @@ def catalog_key() -> str:
     return "catalog/catalog.parquet"
 
 
-def catalog_updates_prefix() -> str:
-    """Status changes not yet folded into the catalog manifest, one object per scene."""
-    return "catalog/updates/"
+def catalog_updates_prefix(scene_id: str | None = None) -> str:
+    """Status changes not yet folded into the catalog manifest (of one scene if given)."""
+    return "catalog/updates/" + ("" if scene_id is None else f"{validate_scene_id(scene_id)}/")
 
 
-def catalog_update_key(scene_id: str) -> str:
-    """A scene's latest status change, until compaction folds it into the catalog manifest."""
-    return f"{catalog_updates_prefix()}{validate_scene_id(scene_id)}.parquet"
+def catalog_update_key(scene_id: str, stamp: str) -> str:
+    """One status change of a scene, under a key no other change takes (``stamp``: time and a random token),
+    until compaction folds it into the catalog manifest and deletes exactly that key."""
+    return f"{catalog_updates_prefix(scene_id)}{validate_name(stamp, 'update stamp')}.parquet"
+
+
+def claim_key(scene_id: str) -> str:
+    """Which batch runs a scene now: a small lease object replaced only by conditional writes."""
+    return f"catalog/claims/{validate_scene_id(scene_id)}.json"
 
 
 def scene_prefix(scene_id: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 import shutil
@@ -101,6 +102,26 @@ class LocalStore(ObjectStore):
                     raise
                 return False
         return True
+
+    def _put_if_match(self, bucket: str, key: str, data: bytes, etag: str) -> bool:
+        """Compare and replace under an exclusive lock on the key (writers on this machine serialise)."""
+        lock = self._root / ".locks" / bucket / f"{key}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with lock.open("a") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            try:
+                current = self._file(bucket, key)
+            except ObjectNotFoundError:
+                return False
+            with current.open("rb") as stream:
+                if _md5(stream) != etag:
+                    return False
+            self._put_bytes(bucket, key, data)
+            return True
+
+    def _get_versioned(self, bucket: str, key: str) -> tuple[bytes, str]:
+        data = self._get_bytes(bucket, key)
+        return data, hashlib.md5(data).hexdigest()
 
     def _get_bytes(self, bucket: str, key: str) -> bytes:
         with self._errors("read", bucket, key):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -11,8 +13,9 @@ from types import MappingProxyType
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from worldstereo.errors import InvalidKeyError
+from worldstereo.errors import InvalidKeyError, StorageError
 from worldstereo.storage.base import ObjectNotFoundError, ObjectStore
 from worldstereo.storage.keys import (
     catalog_key,
@@ -36,6 +39,7 @@ from worldstereo.storage.schemas import (
 Clock = Callable[[], datetime]
 
 _READERS = 16  # concurrent reads of status updates
+_CAS_ATTEMPTS = 20  # manifest replacements tried before giving up (each loses only to another writer's success)
 
 # Allowed status changes; a failed or interrupted scene is retried by going back to running.
 _TRANSITIONS: Mapping[SceneStatus, frozenset[SceneStatus]] = {
@@ -176,8 +180,12 @@ class Catalog:
     A status change writes only its scene's update object (``catalog/updates/{scene_id}.parquet``),
     so it costs the same however large the catalog is; readers overlay the updates on the manifest,
     the newer row winning. Registration and :meth:`compact` rewrite the manifest with the updates
-    folded in, then delete them. Single writer: the batch flow is the only process that changes the
-    catalog. Any number of processes may read it.
+    folded in, then delete exactly the update objects they folded.
+
+    Many writers may share it: each status change has a key of its own (a change written while a
+    compaction runs is never deleted unfolded), and the manifest is replaced only by a conditional
+    write against the version that was read (two compactions or registrations at once: one retries).
+    Which batch runs a scene is decided by :class:`~worldstereo.storage.claims.SceneClaims`.
     """
 
     def __init__(self, store: ObjectStore, bucket: str, *, clock: Clock = utc_now) -> None:
@@ -196,8 +204,8 @@ class Catalog:
         return [current[scene_id] for scene_id in sorted(current)]
 
     def get(self, scene_id: str) -> SceneEntry:
-        """One scene's row; ``KeyError`` if it is not in the catalog."""
-        entry = self._by_id().get(scene_id)
+        """One scene's current row (the manifest and that scene's updates); ``KeyError`` if it is not in the catalog."""
+        entry = _overlay(self._manifest(), self._updates(scene_id).values()).get(scene_id)
         if entry is None:
             raise KeyError(f"scene {scene_id!r} is not in the catalog")
         return entry
@@ -219,8 +227,18 @@ class Catalog:
         stage records), so a crash in between leaves the old hash and the change is seen again. A
         known key with the same hash only has its version recorded.
         """
+        for _ in range(_CAS_ATTEMPTS):
+            registration = self._register_once(inputs, on_replace)
+            if registration is not None:
+                return registration
+        raise StorageError(f"the catalog manifest changed under {_CAS_ATTEMPTS} registrations in a row")
+
+    def _register_once(self, inputs: Iterable[InputObject], on_replace: Callable[[SceneEntry], None] | None
+                       ) -> Registration | None:
+        """One attempt of :meth:`register`; None if another writer replaced the manifest meanwhile."""
+        manifest, etag = self._manifest_versioned()
         updates = self._updates()
-        current = _overlay(self._manifest(), updates.values())
+        current = _overlay(manifest, updates.values())
         by_key = {entry.input_key: entry for entry in current.values()}
         hashes = {entry.content_hash for entry in current.values()}
         now = self._clock()
@@ -248,8 +266,8 @@ class Catalog:
             current[entry.scene_id] = by_key[item.key] = entry
             hashes.add(item.content_hash)
             changed = True
-        if changed:
-            self._write(current, list(updates))
+        if changed and not self._write(current, list(updates), etag):
+            return None
         return Registration(added, replaced)
 
     @staticmethod
@@ -291,15 +309,18 @@ class Catalog:
             error=error if status is SceneStatus.FAILED else None,
             updated_at=self._clock(),
         )
-        self._store.write_table(self._bucket, catalog_update_key(entry.scene_id), _catalog_table([updated]))
+        stamp = f"{int(updated.updated_at.timestamp() * 1e9):020d}_{uuid.uuid4().hex[:12]}"
+        self._store.write_table(self._bucket, catalog_update_key(entry.scene_id, stamp), _catalog_table([updated]))
         return updated
 
     def compact(self) -> int:
         """Fold the pending status changes into the manifest and delete them; returns how many there were."""
-        manifest, updates = self._manifest(), self._updates()
-        if updates:
-            self._write(_overlay(manifest, updates.values()), list(updates))
-        return len(updates)
+        for _ in range(_CAS_ATTEMPTS):
+            manifest, etag = self._manifest_versioned()
+            updates = self._updates()
+            if not updates or self._write(_overlay(manifest, updates.values()), list(updates), etag):
+                return len(updates)
+        raise StorageError(f"the catalog manifest changed under {_CAS_ATTEMPTS} compactions in a row")
 
     def _by_id(self) -> dict[str, SceneEntry]:
         return _overlay(self._manifest(), self._updates().values())
@@ -307,9 +328,19 @@ class Catalog:
     def _manifest(self) -> dict[str, SceneEntry]:
         return {entry.scene_id: entry for entry in self._read(self._key)}
 
-    def _updates(self) -> dict[str, SceneEntry]:
-        """Update object key -> its row."""
-        keys = [e.key for e in self._store.list(self._bucket, catalog_updates_prefix()) if e.key.endswith(".parquet")]
+    def _manifest_versioned(self) -> tuple[dict[str, SceneEntry], str | None]:
+        """The manifest's rows and the etag they were read at (None: no manifest yet)."""
+        try:
+            data, etag = self._store.get_versioned(self._bucket, self._key)
+        except ObjectNotFoundError:
+            return {}, None
+        table = conform(pq.read_table(io.BytesIO(data)), CATALOG_SCHEMA, f"{self._bucket}/{self._key}")
+        return {row["scene_id"]: SceneEntry(**row) for row in table.to_pylist()}, etag
+
+    def _updates(self, scene_id: str | None = None) -> dict[str, SceneEntry]:
+        """Update object key -> its row, oldest key first (of one scene if given)."""
+        prefix = catalog_updates_prefix(scene_id)
+        keys = sorted(e.key for e in self._store.list(self._bucket, prefix) if e.key.endswith(".parquet"))
         with ThreadPoolExecutor(max_workers=_READERS) as pool:
             rows = list(pool.map(self._read, keys))
         return {key: row for key, found in zip(keys, rows) for row in found}
@@ -321,12 +352,17 @@ class Catalog:
             return []
         return [SceneEntry(**row) for row in conform(table, CATALOG_SCHEMA, f"{self._bucket}/{key}").to_pylist()]
 
-    def _write(self, entries: dict[str, SceneEntry], folded: list[str]) -> None:
-        """The manifest with ``entries``, then the update objects it now contains are deleted."""
+    def _write(self, entries: dict[str, SceneEntry], folded: list[str], etag: str | None) -> bool:
+        """The manifest with ``entries`` if it is still at ``etag``, then the update objects it now contains
+        are deleted; False (nothing written or deleted) if another writer replaced it first."""
         ordered = [entries[scene_id] for scene_id in sorted(entries)]
-        self._store.write_table(self._bucket, self._key, _catalog_table(ordered))
+        buffer = io.BytesIO()
+        pq.write_table(_catalog_table(ordered), buffer)
+        if not self._store.put_if_match(self._bucket, self._key, buffer.getvalue(), etag):
+            return False
         for key in folded:
             self._store.delete(self._bucket, key)
+        return True
 
 
 def _overlay(manifest: dict[str, SceneEntry], updates: Iterable[SceneEntry]) -> dict[str, SceneEntry]:

@@ -130,6 +130,34 @@ class S3Store(ObjectStore):
         self._put_bytes(bucket, key, data)
         return True
 
+    def _put_if_match(self, bucket: str, key: str, data: bytes, etag: str) -> bool:
+        """One conditional PUT with ``If-Match``: the server refuses it (412) if the etag changed.
+
+        Servers that reject the condition get a stat-compare-put instead, which is NOT atomic.
+        """
+        if self._conditional_writes:
+            headers = {"Content-Type": "application/octet-stream", "If-Match": f'"{etag}"'}
+            try:
+                self._client._put_object(bucket, key, data, headers=headers)
+                return True
+            except S3Error as exc:
+                if exc.code in ("PreconditionFailed", "NoSuchKey"):
+                    return False
+                if exc.code != "NotImplemented":
+                    raise self._error(exc, "replace", f"{bucket}/{key}") from exc
+            except _FAILURES as exc:
+                raise self._error(exc, "replace", f"{bucket}/{key}") from exc
+            self._conditional_writes = False
+            log.warning("%r rejects conditional writes; put_if_match falls back to stat-then-put", self)
+        if not self._exists(bucket, key) or self._stat(bucket, key).etag.strip('"') != etag:
+            return False
+        self._put_bytes(bucket, key, data)
+        return True
+
+    def _get_versioned(self, bucket: str, key: str) -> tuple[bytes, str]:
+        with self._response(bucket, key) as response:
+            return response.read(), (response.headers.get("ETag") or "").strip('"')
+
     @contextmanager
     def _response(self, bucket: str, key: str) -> Iterator[urllib3.BaseHTTPResponse]:
         with self._errors("read", bucket, key):

@@ -1,0 +1,65 @@
+"""Per-scene claims: which batch runs a scene now, decided by conditional writes that only one writer wins.
+
+A claim is a small JSON object (``catalog/claims/{scene_id}.json``: owner and expiry). Taking it is
+a create-if-absent, or, when it was released or has expired, a replace-if-unchanged against the version
+that was read; renewing and releasing are replace-if-unchanged too. So of two batches that try to take
+the same scene at once exactly one wins, and a batch that crashed holds its scenes at most ``ttl_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from worldstereo.storage.base import ObjectNotFoundError, ObjectStore
+from worldstereo.storage.keys import claim_key
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A held claim: the etag of the object this owner last wrote (the version it may replace)."""
+
+    scene_id: str
+    etag: str
+
+
+class SceneClaims:
+    """Claims of one owner (a batch run) in a work bucket."""
+
+    def __init__(self, store: ObjectStore, bucket: str, ttl_s: float, owner: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._store, self._bucket, self.ttl_s = store, bucket, ttl_s
+        self.owner = owner or uuid.uuid4().hex
+        self._clock = clock
+
+    def _body(self, expires: float) -> bytes:
+        return json.dumps({"owner": self.owner, "expires": expires}).encode()
+
+    def _write(self, scene_id: str, etag: str | None, expires: float) -> Claim | None:
+        key, body = claim_key(scene_id), self._body(expires)
+        if not self._store.put_if_match(self._bucket, key, body, etag):
+            return None
+        data, written = self._store.get_versioned(self._bucket, key)  # the version to replace next time
+        return Claim(scene_id, written) if data == body else None
+
+    def take(self, scene_id: str) -> Claim | None:
+        """The scene's claim if no other owner holds it unexpired; None if another owner does or won the race."""
+        try:
+            data, etag = self._store.get_versioned(self._bucket, claim_key(scene_id))
+        except ObjectNotFoundError:
+            return self._write(scene_id, None, self._clock() + self.ttl_s)
+        held = json.loads(data)
+        if held["owner"] != self.owner and held["expires"] > self._clock():
+            return None
+        return self._write(scene_id, etag, self._clock() + self.ttl_s)
+
+    def renew(self, claim: Claim) -> Claim | None:
+        """The claim with a new expiry; None if it was lost (it expired and another owner took it)."""
+        return self._write(claim.scene_id, claim.etag, self._clock() + self.ttl_s)
+
+    def release(self, claim: Claim) -> bool:
+        """Give the scene up (it expires now); False if the claim had already been lost."""
+        return self._write(claim.scene_id, claim.etag, 0.0) is not None
