@@ -8,10 +8,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from worldstereo.cli import JsonOption, app, bench_app, emit
+from worldstereo.cli import JsonOption, _settings, app, backend_help, bench_app, emit
 
-# An embedded Prefect server must not try to phone home from machines without internet access.
+# An embedded Prefect server must not try to phone home from machines without internet access, and may take
+# minutes to answer on its first start on a fresh machine (Prefect's default wait is 20 s).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")
 
 
 @app.command()
@@ -20,7 +22,7 @@ def batch(
     input_prefix: str = "",
     limit: Optional[int] = None,
     rerun_failed: bool = False,
-    generator: Annotated[Optional[str], typer.Option(help="oracle | warp | worldstereo")] = None,
+    generator: Annotated[Optional[str], typer.Option(help=backend_help("generator"))] = None,
     frames: Annotated[Optional[int], typer.Option(help="Frames per trajectory (paper: 81).")] = None,
     scale: Annotated[Optional[float], typer.Option(help="Working resolution as a fraction of the 480p bucket.")] = None,
     concurrency: Annotated[Optional[int], typer.Option(help="Scenes at once (default: the cluster's stage slots).")] = None,
@@ -28,22 +30,35 @@ def batch(
 ) -> None:
     """Run the scene-batch flow in this process (Prefect's ephemeral API unless PREFECT_API_URL is set)."""
     from flows.scene_batch import scene_batch
-    from worldstereo.config import load_settings
 
+    settings = _settings(resolution_scale=scale, num_frames=frames)  # bad values fail here, before anything runs
     if samples:
         from worldstereo.synthetic.upload import upload_samples
 
-        for key in upload_samples(load_settings()):
+        for key in upload_samples(settings):
             typer.echo(f"input {key}")
     overrides = {"resolution_scale": scale} if scale is not None else None
     rows = scene_batch(input_prefix=input_prefix, limit=limit, rerun_failed=rerun_failed, generator=generator,
                        trajectory={"num_frames": frames} if frames else None, concurrency=concurrency,
                        overrides=overrides)
-    settings = load_settings()
     lines = [f"{r['status']:>6}  {r['scene']:<32} {r['duration_s']:>8.1f}s  {r['error'] or r['outputs']}" for r in rows]
-    where = settings.storage.root if settings.storage.backend == "local" else settings.storage.endpoint
-    lines.append(f"{len(rows)} scenes; outputs in bucket {settings.storage.work_bucket} at {where}")
+    lines += where_to_look(settings)
     emit({"scenes": rows}, "\n".join(lines), json_path)
+
+
+def where_to_look(settings) -> list[str]:
+    """Where a batch's outputs are, and where to see its runs in the Prefect UI."""
+    from prefect.settings import PREFECT_API_URL
+
+    storage = settings.storage
+    if storage.backend == "local":
+        outputs = f"{(storage.root / storage.work_bucket).resolve()}/scenes/SCENE_ID/outputs/"
+    else:
+        outputs = f"s3://{storage.work_bucket}/scenes/SCENE_ID/outputs/ on {storage.endpoint}"
+    api = PREFECT_API_URL.value()
+    ui = (f"{api.removesuffix('/api')} (flow run scene-batch)" if api else
+          "run `prefect server start`, then open http://127.0.0.1:4200 (this run is in its database)")
+    return [f"outputs: {outputs}", f"Prefect UI: {ui}"]
 
 
 @app.command("serve-webhook")
@@ -73,6 +88,20 @@ def bench_orchestration(
     from flows.bench import format_report, run_orchestration_benchmark
 
     result = run_orchestration_benchmark(sample=sample, frames=frames, scale=scale, generator=generator)
+    emit(result, format_report(result), json_path)
+
+
+@bench_app.command("scaling")
+def bench_scaling(
+    json_path: JsonOption = None,
+    scenes: int = 8,
+    memory_scenes: Annotated[tuple[int, int], typer.Option(help="Two batch sizes whose flow peak memory is compared.")] = (8, 32),
+    sleep: Annotated[float, typer.Option(help="Seconds the simulated generator takes per trajectory.")] = 2.0,
+) -> None:
+    """N scenes with a sleeping generator on a local Ray with k = 1, 2, 4 worker slots: throughput and flow memory."""
+    from flows.bench_scaling import format_report, run_scaling_benchmark
+
+    result = run_scaling_benchmark(scenes=scenes, memory_scenes=memory_scenes, sleep_s=sleep)
     emit(result, format_report(result), json_path)
 
 

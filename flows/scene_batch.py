@@ -21,7 +21,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tasks.artifacts import BatchProgress, publish_batch_table
 from tasks.ray_pools import stage_slots
 from tasks.stages import SceneOutcome, compact_catalog, process_scene, register_inputs
-from worldstereo.config import Settings, load_settings
+from worldstereo.config import Settings, load_settings, with_overrides
 from worldstereo.storage.factory import open_store
 from worldstereo.storage.manifests import Catalog, SceneEntry
 from worldstereo.storage.schemas import SceneStatus
@@ -39,14 +39,7 @@ def batch_settings(
     update: dict[str, Any] = dict(overrides or {})
     named = {"generator": generator, "reconstructor": reconstructor, "depth_backend": depth, "trajectory": trajectory}
     update |= {k: v for k, v in named.items() if v is not None}
-    return Settings.model_validate(_merge(load_settings().model_dump(), update))
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+    return with_overrides(load_settings(), update)
 
 
 def runnable(rerun_failed: bool) -> list[SceneStatus]:

@@ -5,4 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# A first start on a fresh machine compiles and migrates before the embedded Prefect server answers.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="${PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS:-600}"
 exec .venv/bin/worldstereo batch --samples --frames 21 --scale 0.5 "$@"

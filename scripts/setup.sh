@@ -24,5 +24,7 @@ fi
 # The CPU build of torch comes from the local wheel store; pin it first so nothing pulls CUDA wheels.
 "$venv/bin/python" -m pip install -q "torch==2.13.0"
 "$venv/bin/python" -m pip install -q -e ".${extras:+[$extras]}"
+# Create Prefect's database now, so that the first run's embedded server starts without migrating it.
+PREFECT_SERVER_ANALYTICS_ENABLED=false "$venv/bin/prefect" --no-prompt server database upgrade -y >/dev/null
 rm -f "$venv"/.installed-*
 touch "$stamp"

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +30,14 @@ from flows.scene_batch import scene_batch
 from tasks import ray_pools
 from tasks.ray_pools import ensure_ray, shutdown_pools
 from worldstereo.config import RaySettings, Settings, load_settings
+from worldstereo.pipeline.backends import Resources
+from worldstereo.pipeline.registry import backend_class
 from worldstereo.inputs import sidecar_keys
 from worldstereo.storage import ObjectStore, open_store
 from worldstereo.storage.keys import output_key, scene_id_from_key
 from worldstereo.storage.manifests import Catalog, SceneEntry, StageRecords, content_hash
 from worldstereo.storage.schemas import SceneStatus
+from worldstereo.storage.upload import upload_inputs
 from worldstereo.synthetic.samples import write_samples
 from worldstereo.synthetic.upload import upload_samples
 
@@ -99,8 +103,8 @@ def read_ply(data: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
-    """A local Ray on 2 CPUs for the session."""
-    ensure_ray(RaySettings(num_cpus=2))
+    """A local Ray on 2 CPUs that declares 2 GPUs, for the session (the GPUs serve the GPU-pool check)."""
+    ensure_ray(RaySettings(num_cpus=2, num_gpus=2))
     yield
     shutdown_pools()
     ray.shutdown()
@@ -139,6 +143,7 @@ def test_batch_isolates_the_corrupt_input(batch: Batch) -> None:
     bad = batch.catalog[BAD_ID]
     assert bad.status is SceneStatus.FAILED and bad.attempts == 1
     assert bad.error.startswith("InvalidInputError: not an image")
+    assert "\x1b" not in bad.error and "Traceback" not in bad.error and "\n" not in bad.error
     assert next(r for r in batch.rows if r["input"] == BAD_KEY)["error"] == bad.error
     done = [e for e in batch.catalog.values() if e.scene_id != BAD_ID]
     assert [(e.status, e.attempts, e.error) for e in done] == [(SceneStatus.DONE, 1, None)] * 3
@@ -280,3 +285,61 @@ def test_killed_generator_actor_changes_nothing(batch: Batch, s3_endpoint: str, 
         for metric in ("points_added", "cache_points", "hole_ratio", "reference_score"):
             assert killed_summary["trajectories"][name][metric] == undisturbed["trajectories"][name][metric]
     assert len(records.records(scene_id)) == 2 + len(TRAJECTORIES)
+
+
+def small_scenes(settings: Settings, root: Path, count: int) -> list[str]:
+    """``count`` distinct small perspective scenes in the input bucket; returns their scene ids."""
+    images = [p for seed in range((count + 1) // 2)
+              for p in write_samples(root / str(seed), seed=seed, height=48, width=80, panorama_height=32)
+              if p.stem != "panorama"][:count]
+    keys = [key for i, image in enumerate(images)
+            for key in upload_inputs(open_store(settings.storage), settings.storage.input_bucket, [image], f"s{i}/")]
+    return [scene_id_from_key(key) for key in keys]
+
+
+def run_small_batch() -> list[dict]:
+    """One trajectory of 3 frames per scene: what the concurrency checks need, quickly."""
+    return scene_batch(generator="oracle", trajectory={"num_frames": 3, "order": ["orbit"]},
+                       overrides={"resolution_scale": 0.25})
+
+
+def two_batches_at_once(settings: Settings, root: Path, count: int = 4) -> None:
+    """Two scene-batch runs over the same buckets at the same time: every scene runs once, nothing is lost."""
+    scene_ids = small_scenes(settings, root, count)
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: run_small_batch(), range(2))
+    ran = sorted(row["scene"] for row in first + second)
+    assert ran == sorted(scene_ids), (first, second)  # each scene in exactly one batch's table
+    assert all(row["status"] == "done" for row in first + second)
+    store, bucket = open_store(settings.storage), settings.storage.work_bucket
+    catalog = Catalog(store, bucket)
+    assert [(e.status, e.attempts) for e in catalog.entries()] == [(SceneStatus.DONE, 1)] * count
+    records = StageRecords(store, bucket)
+    assert all(len(records.records(s)) == 3 for s in scene_ids)
+    catalog.compact()
+    assert list(store.list(bucket, "catalog/updates/")) == []
+    assert [(e.status, e.attempts) for e in catalog.entries()] == [(SceneStatus.DONE, 1)] * count
+
+
+def test_two_concurrent_batches_run_every_scene_once(prefect_api: str, ray_cluster: None, s3_endpoint: str,
+                                                    tmp_path: Path, monkeypatch) -> None:
+    two_batches_at_once(use_buckets(monkeypatch, s3_endpoint), tmp_path)
+
+
+def test_three_gpu_backends_share_two_gpus(batch: Batch, s3_endpoint: str, monkeypatch) -> None:
+    # depth, generator and reconstructor all want a whole GPU on a cluster of 2: a pool per GPU each would ask
+    # for 6 GPUs and wait forever; planned together they share them, and every call has a deadline
+    for kind, name in (("depth", "sidecar"), ("generator", "oracle"), ("reconstructor", "rendered-depth")):
+        monkeypatch.setattr(backend_class(kind, name), "resources", Resources(gpus=1.0, cpus=1.0, memory_gb=1.0))
+    monkeypatch.setenv("WORLDSTEREO_RAY__CALL_TIMEOUT_S", "120")
+    shutdown_pools()
+    settings = use_buckets(monkeypatch, s3_endpoint)
+    copy_input(batch.store, batch.settings.storage.input_bucket, settings.storage.input_bucket, ROOM_KEY)
+
+    assert [row["status"] for row in run_small_batch()] == ["done"]
+
+    (pools,) = ray_pools._pools.values()
+    assert {kind: (plan.size, plan.num_gpus) for kind, plan in pools.plans.items()} == {
+        kind: (2, 1 / 3) for kind in ("depth", "generator", "reconstructor")}
+    assert all(plan.memory > 0 for plan in pools.plans.values())
+    shutdown_pools()

@@ -95,24 +95,34 @@ def catalog_command(
 
 
 def _settings(**overrides: object):
-    """Settings from the environment/YAML with command-line overrides applied (``None`` = not given)."""
-    from worldstereo.config import load_settings
+    """Settings from the environment/YAML with command-line overrides applied (``None`` = not given), validated."""
+    from pydantic import ValidationError
 
-    base = load_settings()
+    from worldstereo.config import load_settings, with_overrides
+
     updates = {k: v for k, v in overrides.items() if v is not None}
-    trajectory = {k: updates.pop(k) for k in ("num_frames",) if k in updates}
-    if trajectory:
-        updates["trajectory"] = base.trajectory.model_copy(update=trajectory)
-    return base.model_copy(update=updates)
+    if "num_frames" in updates:
+        updates["trajectory"] = {"num_frames": updates.pop("num_frames")}
+    try:
+        return with_overrides(load_settings(), updates)
+    except ValidationError as exc:
+        raise typer.BadParameter("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
+
+
+def backend_help(kind: str) -> str:
+    """The backend names of ``kind`` from the registry, for an option's help."""
+    from worldstereo.pipeline.registry import names
+
+    return " | ".join(names(kind))
 
 
 @app.command("run-scene")
 def run_scene_command(
     input_path: Annotated[Path, typer.Argument(help="Input image (sidecars NAME.depth.npy / NAME.camera.json beside it).")],
     out: Annotated[Path, typer.Option(help="Local store directory for the outputs.")] = Path("outputs"),
-    generator: Annotated[Optional[str], typer.Option(help="oracle | warp | worldstereo")] = None,
-    reconstructor: Annotated[Optional[str], typer.Option(help="rendered-depth | worldmirror")] = None,
-    depth: Annotated[Optional[str], typer.Option(help="sidecar | moge")] = None,
+    generator: Annotated[Optional[str], typer.Option(help=backend_help("generator"))] = None,
+    reconstructor: Annotated[Optional[str], typer.Option(help=backend_help("reconstructor"))] = None,
+    depth: Annotated[Optional[str], typer.Option(help=backend_help("depth"))] = None,
     frames: Annotated[Optional[int], typer.Option(help="Frames per trajectory (paper: 81).")] = None,
     scale: Annotated[Optional[float], typer.Option(help="Working resolution as a fraction of the 480p bucket.")] = None,
     json_path: JsonOption = None,
@@ -120,14 +130,13 @@ def run_scene_command(
     """Run (or resume) one scene end to end in this process."""
     from tqdm import tqdm
 
-    from worldstereo.config import StorageSettings
     from worldstereo.pipeline.local import local_scene_id, process_scene, read_local_input
     from worldstereo.storage.factory import open_store
     from worldstereo.storage.keys import outputs_prefix
 
     settings = _settings(generator=generator, reconstructor=reconstructor, depth_backend=depth,
                          num_frames=frames,
-                         resolution_scale=scale, storage=StorageSettings(backend="local", root=out))
+                         resolution_scale=scale, storage={"backend": "local", "root": out})
     scene = read_local_input(input_path, settings)
     scene_id = local_scene_id(input_path)
     with tqdm(desc=scene_id, unit="stage") as bar:
@@ -144,8 +153,8 @@ def run_scene_command(
 @app.command("eval")
 def eval_command(
     suite: Annotated[str, typer.Option(help="'synthetic' (bundled ground-truth scenes) or a dataset directory.")] = "synthetic",
-    generator: Annotated[Optional[str], typer.Option(help="oracle | warp | worldstereo")] = None,
-    reconstructor: Annotated[Optional[str], typer.Option(help="rendered-depth | worldmirror")] = None,
+    generator: Annotated[Optional[str], typer.Option(help=backend_help("generator"))] = None,
+    reconstructor: Annotated[Optional[str], typer.Option(help=backend_help("reconstructor"))] = None,
     frames: Annotated[Optional[int], typer.Option(help="Frames per trajectory (paper: 81).")] = None,
     scale: Annotated[Optional[float], typer.Option(help="Working resolution as a fraction of the 480p bucket.")] = None,
     json_path: JsonOption = None,

@@ -182,3 +182,16 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Settings from init overrides > environment > YAML file > defaults."""
     return Settings(**overrides)
+
+
+def with_overrides(base: Settings, update: dict) -> Settings:
+    """``base`` with ``update`` merged in (nested dicts merge) and everything validated again: the one path
+    for command-line and flow-parameter overrides (``model_copy`` would skip the bounds)."""
+    return Settings.model_validate(_merge(base.model_dump(), update))
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

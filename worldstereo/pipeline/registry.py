@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from importlib import import_module
+from typing import TYPE_CHECKING
 
-from worldstereo.config import Settings
 from worldstereo.errors import ConfigurationError
-from worldstereo.pipeline.backends import Backend, DepthEstimator, Reconstructor, VideoGenerator
+
+if TYPE_CHECKING:  # the tables are read by the command line's help: importing them loads no backend code
+    from worldstereo.config import Settings
+    from worldstereo.pipeline.backends import Backend, DepthEstimator, Reconstructor, VideoGenerator
 
 _DEPTH = {
     "sidecar": "worldstereo.pipeline.depth.sidecar:SidecarDepth",
@@ -24,12 +27,18 @@ _RECONSTRUCTORS = {
 KINDS = {"depth": _DEPTH, "generator": _GENERATORS, "reconstructor": _RECONSTRUCTORS}
 
 
+def names(kind: str) -> list[str]:
+    """The registered backend names of ``kind``, sorted."""
+    return sorted(KINDS[kind])
+
+
 def backend_class(kind: str, name: str) -> type[Backend]:
-    """The class registered under ``name`` for ``kind`` (depth, generator, reconstructor)."""
+    """The class registered under ``name`` for ``kind`` (depth, generator, reconstructor), or, for a name of the
+    form ``package.module:Class``, that class (a backend kept outside this package, e.g. a benchmark's)."""
     table = KINDS[kind]
-    if name not in table:
+    if name not in table and ":" not in name:
         raise ConfigurationError(f"unknown {kind} backend {name!r}; choose one of {', '.join(sorted(table))}")
-    module, attr = table[name].split(":")
+    module, attr = table.get(name, name).split(":")
     return getattr(import_module(module), attr)
 
 
