@@ -32,17 +32,17 @@ class SleepingGenerator(OracleGenerator):
     resources = Resources(gpus=1.0, cpus=1.0, memory_gb=0.5)
 
     def generate(self, request: GenerationRequest) -> GeneratedVideo:
-        time.sleep(float(os.environ.get(SLEEP_ENV, "2")))
+        time.sleep(float(os.environ.get(SLEEP_ENV, "8")))
         return super().generate(request)
 
 
-def _scenes(settings, root: Path, count: int, prefix: str) -> None:
+def _scenes(settings, root: Path, count: int, prefix: str, first_seed: int = 0) -> None:
     """``count`` distinct small perspective scenes (room and object samples of successive seeds)."""
     from worldstereo.storage.factory import open_store
     from worldstereo.storage.upload import upload_inputs
     from worldstereo.synthetic.samples import write_samples
 
-    images = [p for seed in range((count + 1) // 2)
+    images = [p for seed in range(first_seed, first_seed + (count + 1) // 2)
               for p in write_samples(root / str(seed), seed=seed, height=48, width=80, panorama_height=32)
               if p.stem != "panorama"][:count]
     store = open_store(settings.storage)
@@ -64,7 +64,7 @@ def run_point(slots: int, scenes: int, sleep_s: float) -> dict:
         started = time.perf_counter()
         ensure_ray(settings.ray)
         ray_start_s = time.perf_counter() - started
-        _scenes(settings, Path(tmp) / "warm", slots, "warm/")
+        _scenes(settings, Path(tmp) / "warm", slots, "warm/", first_seed=1000)  # other bytes: other scenes
         run = {"generator": GENERATOR, "trajectory": trajectory, "overrides": overrides}
         started = time.perf_counter()
         scene_batch(input_prefix="warm/", **run)
@@ -80,7 +80,7 @@ def run_point(slots: int, scenes: int, sleep_s: float) -> dict:
 
 
 def run_scaling_benchmark(slots: tuple[int, ...] = (1, 2, 4), scenes: int = 8, memory_scenes: tuple[int, int] = (8, 32),
-                          sleep_s: float = 2.0) -> dict:
+                          sleep_s: float = 8.0) -> dict:
     """Throughput at each k (N = ``scenes``), and flow peak memory at the largest k for both ``memory_scenes``."""
     from prefect.server.api.server import SubprocessASGIServer
 

@@ -96,7 +96,7 @@ def bench_scaling(
     json_path: JsonOption = None,
     scenes: int = 8,
     memory_scenes: Annotated[tuple[int, int], typer.Option(help="Two batch sizes whose flow peak memory is compared.")] = (8, 32),
-    sleep: Annotated[float, typer.Option(help="Seconds the simulated generator takes per trajectory.")] = 2.0,
+    sleep: Annotated[float, typer.Option(help="Seconds the simulated generator takes per trajectory.")] = 8.0,
 ) -> None:
     """N scenes with a sleeping generator on a local Ray with k = 1, 2, 4 worker slots: throughput and flow memory."""
     from flows.bench_scaling import format_report, run_scaling_benchmark

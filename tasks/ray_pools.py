@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -154,6 +155,22 @@ def get_pools(settings: Settings) -> ScenePools:
         if key not in _pools:
             _pools[key] = ScenePools(settings)
         return _pools[key]
+
+
+@ray.remote
+def _import_stage_code(hold_s: float) -> int:
+    import tasks.remote_stage  # noqa: F401  (what a stage task imports first)
+
+    time.sleep(hold_s)  # held, so that the other warm-up tasks land on other workers
+    return os.getpid()
+
+
+def warm_up(settings: Settings) -> None:
+    """Start the pools' actors and import the stage code in one worker per stage slot; returns when all are up."""
+    pools = get_pools(settings)
+    ray.get([actor.pid.remote() for actors in pools.handles.actors.values() for actor in actors])
+    ray.get([_import_stage_code.options(num_cpus=settings.ray.stage_cpus).remote(0.5)
+             for _ in range(stage_slots(settings))])
 
 
 def shutdown_pools() -> None:

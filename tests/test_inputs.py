@@ -231,9 +231,7 @@ def test_bad_depth_sidecars_are_rejected(depth, message):
         (_perspective(c2w=[[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]]), "last row"),
         (_perspective(focal=50), "focal"),
         (_perspective(height=480), "height 480, the image has 48"),
-        (_perspective(scene={"kind": "forest", "seed": 0}), "scene.kind"),
-        (_perspective(scene={"kind": "room", "seed": -1}), "scene.seed"),
-        (_perspective(scene={"kind": "room", "seed": "1"}), "scene.seed"),
+        (_perspective(scene=["room", 0]), "scene"),
         (_perspective(trajectories=[{"name": "Walk", "c2w": [EYE]}]), "trajectories.0.name"),
         (_perspective(trajectories=[{"name": "orbit", "c2w": [EYE]}]), "'orbit' is reserved"),
         (_perspective(trajectories=[{"name": "init", "c2w": [EYE]}]), "'init' is reserved"),
@@ -245,10 +243,19 @@ def test_bad_depth_sidecars_are_rejected(depth, message):
     ids=[
         "syntax", "not-utf8", "not-object", "no-kind", "unknown-kind", "no-K", "K-shape", "K-focal",
         "K-last-row", "K-nan", "c2w-scaled", "c2w-reflection", "c2w-last-row", "unknown-field",
-        "size-mismatch", "scene-kind", "scene-seed", "scene-seed-type", "path-name", "path-preset-name", "path-stage-name",
+        "size-mismatch", "scene-not-object", "path-name", "path-preset-name", "path-stage-name",
         "path-names-repeat", "path-without-poses", "path-pose-scaled", "panorama-path",
     ],
 )
 def test_bad_camera_files_are_rejected(camera, message):
     with pytest.raises(InvalidInputError, match=message):
         load_input(_image(64, 48), None, camera, max_pixels=MAX_PIXELS)
+
+
+@pytest.mark.parametrize("spec, message", [({"kind": "forest", "seed": 0}, "unknown scene kind"),
+                                           ({"kind": "room", "seed": -1}, "seed"), ({"kind": "room", "seed": "1"}, "seed")])
+def test_a_scene_entry_is_read_as_given_and_validated_by_its_renderer(spec, message):
+    loaded = load_input(_image(64, 48), None, _perspective(scene=spec), max_pixels=MAX_PIXELS)
+    assert loaded.scene == spec
+    with pytest.raises(InvalidInputError, match=message):
+        make_scene(loaded.scene["kind"], loaded.scene["seed"])

@@ -26,7 +26,8 @@ Input layout (files in a directory or objects under a key prefix; ``NAME`` is an
             (conventions of ``worldstereo.geometry.spherical``).
         "height" and "width" are optional and must equal the image size when given. "scene" is
         optional and names the synthetic scene the image was rendered from:
-        {"kind": "room" | "object" | "panorama360", "seed": <non-negative int>}.
+        {"kind": "room" | "object" | "panorama360", "seed": <non-negative int>} (a JSON object kept as
+        it is: the ``oracle`` generator validates it).
 
 Without a camera file an image is a perspective view of unknown intrinsics and pose.
 """
@@ -47,6 +48,7 @@ from pydantic import (
     ConfigDict,
     Field,
     FiniteFloat,
+    JsonValue,
     PositiveInt,
     TypeAdapter,
     ValidationError,
@@ -57,7 +59,6 @@ from torch import Tensor
 from worldstereo.config import TrajectoryName
 from worldstereo.errors import InvalidInputError, InvalidKeyError
 from worldstereo.geometry.camera import Camera
-from worldstereo.synthetic.scenes import SceneKind
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 DEPTH_SUFFIX = ".depth.npy"
@@ -121,9 +122,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _SceneSpec(_Strict):
-    kind: SceneKind
-    seed: Annotated[int, Field(ge=0, strict=True)]
+# What a camera file's "scene" entry names is for whoever renders it (the oracle validates its own spec).
+_SceneSpec = dict[str, JsonValue]
 
 
 def _rigid(c2w: tuple[Row4, ...]) -> tuple[Row4, ...]:
@@ -310,6 +310,6 @@ def load_input(
         rgb=rgb,
         depth=None if depth_bytes is None else _decode_depth(depth_bytes, (height, width)),
         camera=camera,
-        scene=None if document is None or document.scene is None else document.scene.model_dump(),
+        scene=None if document is None or document.scene is None else dict(document.scene),
         paths={path.name: torch.tensor(path.c2w, dtype=torch.float64) for path in getattr(document, "trajectories", [])},
     )

@@ -20,6 +20,6 @@ class OracleGenerator(VideoGenerator):
                 "the oracle generator renders synthetic scenes only: this input's camera JSON has no "
                 "'scene' entry (use --generator warp or worldstereo for real images)"
             )
-        scene = make_scene(spec["kind"], seed=int(spec.get("seed", 0)))
+        scene = make_scene(spec.get("kind"), seed=spec.get("seed", 0))  # validates the spec: a permanent error
         views = scene.render(request.cameras)
         return GeneratedVideo(frames=views.rgb.float(), depth=views.depth.float())
