@@ -61,18 +61,21 @@ def run_pipeline_benchmark(frames: int = 81, scale: float = 1.0, device: str = "
         reconstruct = RenderedDepthReconstructor(settings).reconstruct
         trajectories = []
         for name in names:
-            with collect_steps() as seconds:
-                started = time.perf_counter()
+            with collect_steps() as times:
+                started, cpu = time.perf_counter(), time.process_time()
                 result = stages.run_trajectory(ctx, name, ggm_generator, reconstruct, names)
-                total = time.perf_counter() - started
-            steps = {key: seconds.get(key, 0.0) for key in STEPS}
+                total, total_cpu = time.perf_counter() - started, time.process_time() - cpu
+            steps = {key: times.wall.get(key, 0.0) for key in STEPS}
             steps["other"] = total - sum(steps.values())
+            steps_cpu = {key: times.cpu.get(key, 0.0) for key in STEPS}
+            steps_cpu["other"] = total_cpu - sum(steps_cpu.values())
             trajectories.append({"name": name, "seconds": total - steps["generate"], "steps": steps,
+                                 "cpu_seconds": total_cpu - steps_cpu["generate"], "steps_cpu": steps_cpu,
                                  "cache_points": int(result.metrics["cache_points"]),
                                  "points_added": int(result.metrics["points_added"])})
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         run_export(ctx, names)
-        export_s = time.perf_counter() - started
+        export_s, export_cpu_s = time.perf_counter() - started, time.process_time() - cpu
     height, width = stages.working_size(settings, 480, 768)
     return {
         "device": settings.resolved_device(),
@@ -85,28 +88,37 @@ def run_pipeline_benchmark(frames: int = 81, scale: float = 1.0, device: str = "
         "init_s": init_s,
         "init_cache_points": int(init.metrics["cache_points"]),
         "trajectories": trajectories,
-        "steps_mean_s": {key: statistics.mean(t["steps"][key] for t in trajectories) for key in (*STEPS, "other")},
+        "steps_mean_s": _mean(trajectories, "steps"),
+        "steps_mean_cpu_s": _mean(trajectories, "steps_cpu"),
         "per_trajectory_s": statistics.mean(t["seconds"] for t in trajectories),
+        "per_trajectory_cpu_s": statistics.mean(t["cpu_seconds"] for t in trajectories),
         "export_s": export_s,
+        "export_cpu_s": export_cpu_s,
         "fused_points": trajectories[-1]["cache_points"] if trajectories else int(init.metrics["cache_points"]),
     }
 
 
+def _mean(trajectories: list[dict], field: str) -> dict[str, float]:
+    return {key: statistics.mean(t[field][key] for t in trajectories) for key in (*STEPS, "other")}
+
+
 def format_report(result: dict) -> str:
-    """Human-readable table of :func:`run_pipeline_benchmark`."""
+    """Human-readable table of :func:`run_pipeline_benchmark`: wall seconds per step and trajectory, mean CPU."""
     names = [t["name"] for t in result["trajectories"]]
     lines = [
         f"pipeline without the model: {result['frames']} frames at {result['height']}x{result['width']}, "
         f"device {result['device']}, torch threads {result['torch_threads']}, load {result['load_average']:.2f}",
         f"init {result['init_s']:.2f} s, cache {result['init_cache_points']:,} points",
-        f"{'step':<14}" + "".join(f"{n:>9}" for n in names) + f"{'mean':>9}",
+        f"{'wall s':<14}" + "".join(f"{n:>11}" for n in names) + f"{'mean':>11}{'mean cpu':>11}",
     ]
     for key in (*STEPS, "other"):
         row = [t["steps"][key] for t in result["trajectories"]]
-        lines.append(f"{key:<14}" + "".join(f"{v:9.3f}" for v in row) + f"{result['steps_mean_s'][key]:9.3f}")
-    lines.append(f"{'total (-gen)':<14}" + "".join(f"{t['seconds']:9.3f}" for t in result["trajectories"])
-                 + f"{result['per_trajectory_s']:9.3f}")
-    lines.append(f"{'cache points':<14}" + "".join(f"{t['cache_points']:>9,}" for t in result["trajectories"]))
-    lines.append(f"per_trajectory_s {result['per_trajectory_s']:.3f}, export_s {result['export_s']:.3f} "
-                 f"({result['fused_points']:,} fused points)")
+        lines.append(f"{key:<14}" + "".join(f"{v:11.3f}" for v in row)
+                     + f"{result['steps_mean_s'][key]:11.3f}{result['steps_mean_cpu_s'][key]:11.3f}")
+    lines.append(f"{'total (-gen)':<14}" + "".join(f"{t['seconds']:11.3f}" for t in result["trajectories"])
+                 + f"{result['per_trajectory_s']:11.3f}{result['per_trajectory_cpu_s']:11.3f}")
+    lines.append(f"{'cache points':<14}" + "".join(f"{t['cache_points']:>11,}" for t in result["trajectories"]))
+    lines.append(f"per_trajectory_s {result['per_trajectory_s']:.3f} (cpu {result['per_trajectory_cpu_s']:.3f}), "
+                 f"export_s {result['export_s']:.3f} (cpu {result['export_cpu_s']:.3f}, "
+                 f"{result['fused_points']:,} fused points)")
     return "\n".join(lines)

@@ -6,35 +6,45 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 import torch
 
-_listener: ContextVar[dict[str, float] | None] = ContextVar("step_seconds", default=None)
+@dataclass
+class StepTimes:
+    """Wall-clock and process CPU seconds per step (CPU time counts every thread of this process)."""
+
+    wall: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
+
+
+_listener: ContextVar[StepTimes | None] = ContextVar("step_times", default=None)
 
 
 @contextmanager
 def step(name: str) -> Iterator[None]:
     """Add the seconds of the block to ``name`` of the listening collector; free when nobody listens."""
-    seconds = _listener.get()
-    if seconds is None:
+    times = _listener.get()
+    if times is None:
         yield
         return
     _synchronize()
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     try:
         yield
     finally:
         _synchronize()
-        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+        times.wall[name] = times.wall.get(name, 0.0) + time.perf_counter() - wall
+        times.cpu[name] = times.cpu.get(name, 0.0) + time.process_time() - cpu
 
 
 @contextmanager
-def collect_steps() -> Iterator[dict[str, float]]:
-    """Listen to :func:`step` in this context; yields the dict that fills up with step seconds."""
-    seconds: dict[str, float] = {}
-    token = _listener.set(seconds)
+def collect_steps() -> Iterator[StepTimes]:
+    """Listen to :func:`step` in this context; yields the :class:`StepTimes` that fills up."""
+    times = StepTimes()
+    token = _listener.set(times)
     try:
-        yield seconds
+        yield times
     finally:
         _listener.reset(token)
 
