@@ -42,7 +42,7 @@ from worldstereo.pipeline.backends import (
     Reconstruction,
     References,
 )
-from worldstereo.pipeline.media import encode_video
+from worldstereo.pipeline.media import encode_video_later
 from worldstereo.pipeline.state import SceneState, Start, StateStore
 from worldstereo.pipeline.timing import step
 from worldstereo.storage.base import ObjectStore
@@ -180,7 +180,7 @@ def build_request(ctx: SceneContext, state: SceneState, name: str) -> Generation
     start = state.starts[start_index]
     cameras = trajectory.cameras.to(dtype=torch.float32)
     with step("ggm_render"):
-        ggm = state.cache.render(cameras, radius=settings.memory.splat_radius)
+        ggm, xyz = state.cache.render_with_xyz(cameras, radius=settings.memory.splat_radius)
         ggm = with_given_frame(ggm, start.image, start.depth)
     with step("retrieval"):
         retrieval = retrieve_references(cameras, state.bank, max_references=settings.memory.max_references,
@@ -188,8 +188,10 @@ def build_request(ctx: SceneContext, state: SceneState, name: str) -> Generation
         frames = [state.bank[int(i)] for i in retrieval.reference_indices]
         reference_cameras = Camera.cat([f.camera.to(dtype=torch.float32) for f in frames])
     with step("pointmaps"):
-        pointmaps = pointmap_pairs(state.cache.points, cameras[retrieval.target_indices], reference_cameras,
-                                   radius=settings.memory.splat_radius)
+        targets = retrieval.target_indices
+        pointmaps = pointmap_pairs(state.cache.points, cameras[targets], reference_cameras,
+                                   radius=settings.memory.splat_radius,
+                                   target_xyz=CacheRender(xyz.rgb[targets], xyz.depth[targets], xyz.mask[targets]))
     references = References(
         target_indices=retrieval.target_indices,
         images=torch.stack([f.image for f in frames]),
@@ -220,8 +222,11 @@ def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, recons
     with step("snapshot_load"):
         state = ctx.states.load(_previous(names, name))
     request = build_request(ctx, state, name)
+    fps = ctx.settings.video_fps
+    encodes = [encode_video_later(request.ggm.rgb, fps)]  # both encodes overlap the steps that follow
     with step("generate"):
         video = generate_fn(request)
+    encodes.insert(0, encode_video_later(video.frames, fps))
     with step("reconstruct"):
         recon = reconstruct_fn(video, request)
     with step("cache_update"):
@@ -234,17 +239,17 @@ def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, recons
                                     anchor_dst=anchors[1], align="none" if recon.frame == "world" else "robust")
     with step("bank_update"):
         state.bank.add(video.frames, request.cameras, name, frames=keyframes)
-    fps = ctx.settings.video_fps
     keys = [ctx.states.key(name, "video.mp4"), ctx.states.key(name, "condition.mp4"),
             ctx.states.key(name, "cameras.json")]
-    with step("video_encode"):
-        ctx.store.put_bytes(ctx.bucket, keys[0], encode_video(video.frames, fps))
-        ctx.store.put_bytes(ctx.bucket, keys[1], encode_video(request.ggm.rgb, fps))
     cameras = {"requested": trajectory_to_json(Trajectory(name, request.cameras)),
                "recovered": trajectory_to_json(Trajectory(name, recon.cameras))}
     ctx.store.put_bytes(ctx.bucket, keys[2], json.dumps(cameras).encode())
     with step("snapshot_save"):
-        keys += ctx.states.save(name, state)
+        snapshot_keys = ctx.states.save(name, state)
+    with step("video_encode"):  # what is left of the encodes once every other step is done
+        for key, encode in zip(keys, encodes):
+            ctx.store.put_bytes(ctx.bucket, key, encode.result())
+    keys += snapshot_keys
     metrics = {
         "frames": float(len(video.frames)),
         "hole_ratio": float(request.ggm.mask[1:].float().mean()) if len(video.frames) > 1 else 0.0,
