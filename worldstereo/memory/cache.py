@@ -127,6 +127,13 @@ class Cache3D:
     def voxel_size(self) -> float:
         return self._voxel_size
 
+    def to(self, device: torch.device | str) -> Cache3D:
+        """The same cache on ``device`` (itself when already there)."""
+        if self._points.device == torch.device(device):
+            return self
+        return Cache3D(self._points.to(device), self._colors.to(device), self._sources.to(device), self._names,
+                       self._voxel_size)
+
     def points_from(self, source_name: str) -> Tensor:
         """Mask ``[P]`` of the points added by ``source_name``."""
         if source_name not in self._names:

@@ -178,7 +178,7 @@ def build_request(ctx: SceneContext, state: SceneState, name: str) -> Generation
     settings = ctx.settings
     _, start_index, trajectory = next(p for p in state.plans if p[0] == name)
     start = state.starts[start_index]
-    cameras = trajectory.cameras.to(dtype=torch.float32)
+    cameras = trajectory.cameras.to(device=state.cache.points.device, dtype=torch.float32)
     with step("ggm_render"):
         ggm, xyz = state.cache.render_with_xyz(cameras, radius=settings.memory.splat_radius)
         ggm = with_given_frame(ggm, start.image, start.depth)
@@ -186,7 +186,7 @@ def build_request(ctx: SceneContext, state: SceneState, name: str) -> Generation
         retrieval = retrieve_references(cameras, state.bank, max_references=settings.memory.max_references,
                                         near=settings.memory.frustum_near, far=settings.memory.frustum_far)
         frames = [state.bank[int(i)] for i in retrieval.reference_indices]
-        reference_cameras = Camera.cat([f.camera.to(dtype=torch.float32) for f in frames])
+        reference_cameras = Camera.cat([f.camera.to(cameras.device, torch.float32) for f in frames])
     with step("pointmaps"):
         targets = retrieval.target_indices
         pointmaps = pointmap_pairs(state.cache.points, cameras[targets], reference_cameras,
@@ -221,6 +221,7 @@ def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, recons
     names = names or trajectory_names(ctx)
     with step("snapshot_load"):
         state = ctx.states.load(_previous(names, name))
+        state.cache = state.cache.to(ctx.settings.resolved_device())  # geometry stays on the generator's device
     request = build_request(ctx, state, name)
     fps = ctx.settings.video_fps
     encodes = [encode_video_later(request.ggm.rgb, fps)]  # both encodes overlap the steps that follow
@@ -238,7 +239,7 @@ def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, recons
         report = state.cache.update(points[valid], colors[valid].float(), name, anchor_src=anchors[0],
                                     anchor_dst=anchors[1], align="none" if recon.frame == "world" else "robust")
     with step("bank_update"):
-        state.bank.add(video.frames, request.cameras, name, frames=keyframes)
+        state.bank.add(video.frames.cpu(), request.cameras.to("cpu"), name, frames=keyframes)
     keys = [ctx.states.key(name, "video.mp4"), ctx.states.key(name, "condition.mp4"),
             ctx.states.key(name, "cameras.json")]
     cameras = {"requested": trajectory_to_json(Trajectory(name, request.cameras)),
