@@ -176,9 +176,11 @@ class Cache3D:
         if source_name not in self._names:
             self._names.append(source_name)
         source_id = self._names.index(source_name)
-        points = points.to(self._points)
+        points, colors = points.to(self._points.device), colors.to(self._colors.device)
+        if torch.finfo(points.dtype).bits > torch.finfo(self._points.dtype).bits:
+            points = points.to(self._points.dtype)  # voxels of the points as stored
         kept = new_voxel_indices(self._points, points, self._voxel_size)
-        self._points = torch.cat([self._points, points[kept]])
+        self._points = torch.cat([self._points, points[kept].to(self._points)])
         self._colors = torch.cat([self._colors, colors[kept].to(self._colors)])
         self._sources = torch.cat([self._sources, self._sources.new_full((len(kept),), source_id)])
         added = len(kept)
@@ -192,9 +194,8 @@ class Cache3D:
     def render_with_xyz(self, cameras: Camera, **render_kwargs: Any) -> tuple[CacheRender, CacheRender]:
         """One splat pass giving the colour render and the world-XYZ render (pointmaps) of ``cameras``."""
         palette = torch.cat([self._colors.float(), self._points.float()], dim=1)
-        both = render_points(self._points, palette, cameras, **render_kwargs)
-        return (CacheRender(both.rgb[..., :3].contiguous(), both.depth, both.mask),
-                CacheRender(both.rgb[..., 3:].contiguous(), both.depth, both.mask))
+        both = render_points(self._points, palette, cameras, **render_kwargs)  # rgb: channel views of one tensor
+        return CacheRender(both.rgb[..., :3], both.depth, both.mask), CacheRender(both.rgb[..., 3:], both.depth, both.mask)
 
     # --- persistence --------------------------------------------------------------------------
     def save(self, directory: str | Path) -> list[Path]:
@@ -267,6 +268,8 @@ def _finite(points: Tensor, colors: Tensor) -> tuple[Tensor, Tensor]:
     if points.ndim != 2 or points.shape[1] != 3 or colors.shape != points.shape:
         raise InvalidInputError(f"need points [P,3] and colors [P,3], got {tuple(points.shape)}, {tuple(colors.shape)}")
     keep = torch.isfinite(points).all(dim=-1)
+    if bool(keep.all()):
+        return points, colors
     return points[keep], colors[keep]
 
 
