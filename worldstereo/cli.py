@@ -229,5 +229,19 @@ def bench_dmd(
     emit(result, format_report(result), json_path)
 
 
+@bench_app.command("pipeline")
+def bench_pipeline(
+    json_path: JsonOption = None,
+    frames: int = 81,
+    scale: float = 1.0,
+    device: str = "cpu",
+) -> None:
+    """Seconds per trajectory step and per export outside the model, on the synthetic room."""
+    from worldstereo.bench.pipeline import format_report, run_pipeline_benchmark
+
+    result = run_pipeline_benchmark(frames=frames, scale=scale, device=device)
+    emit(result, format_report(result), json_path)
+
+
 if __name__ == "__main__":
     app()

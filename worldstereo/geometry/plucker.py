@@ -35,15 +35,27 @@ def normalize_cameras(c2w: Tensor, camera_scale: float = CAMERA_SCALE) -> Tensor
     return out
 
 
-def plucker_rays(camera: Camera, normalize: bool = True) -> Tensor:
+def plucker_rays(camera: Camera, normalize: bool = True, chunk_frames: int = 8) -> Tensor:
     """Per-pixel Plücker coordinates ``[N,6,H,W]``: unit world direction ``d`` and moment ``o x d``.
 
     With ``normalize`` the poses first go through :func:`normalize_cameras` (the trajectory is one
-    batch). The moment is the same for every point ``o + t d`` of a ray.
+    batch). The moment is the same for every point ``o + t d`` of a ray. Both are linear in the pixel
+    ``x̂ = (u, v, 1)``: ``d ∝ R K⁻¹ x̂`` and ``o x d ∝ [o]x R K⁻¹ x̂``, so one ``[6,3]`` map per camera
+    (built in float64) times the pixel grid, then a division by ``|R K⁻¹ x̂|``, gives the rays in the
+    camera dtype, ``chunk_frames`` cameras at a time.
     """
     if normalize:
         camera = Camera(camera.K, normalize_cameras(camera.c2w), camera.height, camera.width)
-    directions = torch.nn.functional.normalize(camera.ray_directions(), dim=-1)
-    origins = camera.centers[:, None, None, :].expand_as(directions)
-    moments = torch.linalg.cross(origins, directions, dim=-1)
-    return torch.cat([directions, moments], dim=-1).permute(0, 3, 1, 2).contiguous()
+    c2w, K = camera.c2w.to(torch.float64), camera.K.to(torch.float64)
+    directions = c2w[:, :3, :3] @ torch.linalg.inv(K)  # x̂ -> R K⁻¹ x̂ (Eq. 1 without depth)
+    moments = torch.linalg.cross(c2w[:, :3, 3:].expand_as(directions), directions, dim=1)  # x̂ -> o x R K⁻¹ x̂
+    maps = torch.cat([directions, moments], dim=1).to(camera.dtype)  # [N,6,3]
+    grid = camera.pixel_grid().reshape(-1, 3).T  # [3,H*W]
+    rays = torch.empty((len(camera), 6, grid.shape[1]), dtype=camera.dtype, device=camera.device)
+    for first in range(0, len(camera), chunk_frames):
+        part = rays[first : first + chunk_frames]
+        torch.mm(maps[first : first + chunk_frames].reshape(-1, 3), grid, out=part.view(-1, grid.shape[1]))
+        scale = part[:, 0] * part[:, 0]
+        scale.addcmul_(part[:, 1], part[:, 1]).addcmul_(part[:, 2], part[:, 2]).rsqrt_()
+        part.mul_(scale[:, None])
+    return rays.view(len(camera), 6, camera.height, camera.width)

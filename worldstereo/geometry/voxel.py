@@ -54,23 +54,64 @@ def merge_clouds(
 ) -> tuple[Tensor, Tensor]:
     """Union of two ``(points, colors)`` clouds thinned to one point per voxel, existing points first.
 
-    A voxel already held by the cache keeps its point, so merging the same cloud again adds nothing
-    and the cache grows only with newly observed space.
+    ``existing`` holds one point per voxel (as :func:`voxel_downsample` leaves it). A voxel already
+    held keeps its point, so merging the same cloud again adds nothing and the cache grows only with
+    newly observed space.
     """
-    points = torch.cat([existing[0], new[0].to(existing[0])])
-    colors = torch.cat([existing[1], new[1].to(existing[1])])
-    merged_points, merged_colors, _ = voxel_downsample(points, colors, voxel_size, keep="first")
-    return merged_points, merged_colors
+    kept = new_voxel_indices(existing[0], new[0], voxel_size)
+    return (torch.cat([existing[0], new[0][kept].to(existing[0])]),
+            torch.cat([existing[1], new[1][kept].to(existing[1])]))
+
+
+def new_voxel_indices(existing: Tensor, new: Tensor, voxel_size: float) -> Tensor:
+    """Ascending indices of the ``new [Q,3]`` points that open a voxel: the first of each voxel no ``existing`` point holds.
+
+    With ``existing`` thinned to one point per voxel, ``cat([existing, new[kept]])`` equals
+    :func:`voxel_downsample` (keep first) of ``cat([existing, new])``: both id lists are sorted
+    apart and only the new voxels (not the new points) are looked up among the existing ones.
+    """
+    for name, cloud in (("existing", existing), ("new", new)):
+        if cloud.ndim != 2 or cloud.shape[1] != 3:
+            raise InvalidInputError(f"{name} points must be [P,3], got {tuple(cloud.shape)}")
+        if not bool(torch.isfinite(cloud).all()):
+            raise InvalidInputError(f"{name} points must be finite")
+    if not voxel_size > 0:
+        raise InvalidInputError(f"voxel_size must be positive, got {voxel_size}")
+    if len(new) == 0:
+        return torch.zeros(0, dtype=torch.int64, device=new.device)
+    if len(existing) == 0:
+        return voxel_downsample(new, new, voxel_size)[2]
+    old_cells, new_cells = _cells(existing, voxel_size), _cells(new, voxel_size)
+    low = torch.minimum(old_cells.min(dim=0).values, new_cells.min(dim=0).values)
+    extent = torch.maximum(old_cells.max(dim=0).values, new_cells.max(dim=0).values) - low + 1
+    occupied = _pack(old_cells, low, extent).sort().values
+    ids, order = _pack(new_cells, low, extent).sort(stable=True)  # each voxel's run starts at its first point
+    del old_cells, new_cells
+    starts = torch.ones(len(ids), dtype=torch.bool, device=ids.device)
+    torch.ne(ids[1:], ids[:-1], out=starts[1:])
+    voxels, first = ids[starts], order[starts]
+    held = occupied[torch.searchsorted(occupied, voxels).clamp_max_(len(occupied) - 1)] == voxels
+    return first[~held].sort().values
+
+
+def _cells(points: Tensor, voxel_size: float) -> Tensor:
+    """Integer voxel coordinates ``[P,3]`` of every point."""
+    return torch.floor(points.to(torch.float64) / voxel_size).to(torch.int64)
+
+
+def _pack(cells: Tensor, low: Tensor, extent: Tensor) -> Tensor:
+    """One int64 id per cell (row-major over the box ``low + [0, extent)``)."""
+    if float(extent.to(torch.float64).prod()) >= 2**63:
+        raise InvalidInputError("voxel grid too fine for the cloud's extent")
+    cells = cells - low
+    return (cells[:, 0] * extent[1] + cells[:, 1]) * extent[2] + cells[:, 2]
 
 
 def _voxel_ids(points: Tensor, voxel_size: float) -> Tensor:
     """One int64 id per point naming its voxel (row-major over the occupied bounding box)."""
-    cells = torch.floor(points.to(torch.float64) / voxel_size).to(torch.int64)
-    cells -= cells.min(dim=0).values
-    extent = cells.max(dim=0).values + 1
-    if float(extent.to(torch.float64).prod()) >= 2**63:
-        raise InvalidInputError("voxel grid too fine for the cloud's extent")
-    return (cells[:, 0] * extent[1] + cells[:, 1]) * extent[2] + cells[:, 2]
+    cells = _cells(points, voxel_size)
+    low = cells.min(dim=0).values
+    return _pack(cells, low, cells.max(dim=0).values - low + 1)
 
 
 def _scatter_mean(values: Tensor, slot: Tensor, count: int) -> Tensor:

@@ -20,8 +20,9 @@ from torch import Tensor
 from worldstereo.errors import InvalidInputError
 from worldstereo.geometry.align import Sim3, robust_umeyama, umeyama
 from worldstereo.geometry.camera import Camera
+from worldstereo.geometry.ply import ply_bytes, read_ply
 from worldstereo.geometry.render import DEFAULT_EDGE_THRESHOLD, CacheRender, depth_edge_mask, render_points
-from worldstereo.geometry.voxel import voxel_downsample
+from worldstereo.geometry.voxel import new_voxel_indices, voxel_downsample
 
 _FORMAT = "worldstereo.cache3d/1"
 _CLOUD = "cache.ply"
@@ -126,6 +127,13 @@ class Cache3D:
     def voxel_size(self) -> float:
         return self._voxel_size
 
+    def to(self, device: torch.device | str) -> Cache3D:
+        """The same cache on ``device`` (itself when already there)."""
+        if self._points.device == torch.device(device):
+            return self
+        return Cache3D(self._points.to(device), self._colors.to(device), self._sources.to(device), self._names,
+                       self._voxel_size)
+
     def points_from(self, source_name: str) -> Tensor:
         """Mask ``[P]`` of the points added by ``source_name``."""
         if source_name not in self._names:
@@ -168,17 +176,14 @@ class Cache3D:
         if source_name not in self._names:
             self._names.append(source_name)
         source_id = self._names.index(source_name)
-        before = len(self)
-        merged, merged_colors, kept = voxel_downsample(
-            torch.cat([self._points, points.to(self._points)]),
-            torch.cat([self._colors, colors.to(self._colors)]),
-            self._voxel_size,
-            keep="first",
-        )
-        new_sources = torch.full((len(points),), source_id, dtype=torch.long, device=self._sources.device)
-        self._sources = torch.cat([self._sources, new_sources])[kept]
-        self._points, self._colors = merged, merged_colors
-        added = int((kept >= before).sum())
+        points, colors = points.to(self._points.device), colors.to(self._colors.device)
+        if torch.finfo(points.dtype).bits > torch.finfo(self._points.dtype).bits:
+            points = points.to(self._points.dtype)  # voxels of the points as stored
+        kept = new_voxel_indices(self._points, points, self._voxel_size)
+        self._points = torch.cat([self._points, points[kept].to(self._points)])
+        self._colors = torch.cat([self._colors, colors[kept].to(self._colors)])
+        self._sources = torch.cat([self._sources, self._sources.new_full((len(kept),), source_id)])
+        added = len(kept)
         return UpdateReport(source_name, source_id, transform, pairs, inliers, rmse, len(points), added, len(self))
 
     # --- rendering ----------------------------------------------------------------------------
@@ -186,38 +191,39 @@ class Cache3D:
         """Splat the coloured cache into ``cameras`` (``render_kwargs`` go to ``render_points``)."""
         return render_points(self._points, self._colors, cameras, **render_kwargs)
 
+    def render_with_xyz(self, cameras: Camera, **render_kwargs: Any) -> tuple[CacheRender, CacheRender]:
+        """One splat pass giving the colour render and the world-XYZ render (pointmaps) of ``cameras``."""
+        palette = torch.cat([self._colors.float(), self._points.float()], dim=1)
+        both = render_points(self._points, palette, cameras, **render_kwargs)  # rgb: channel views of one tensor
+        return CacheRender(both.rgb[..., :3], both.depth, both.mask), CacheRender(both.rgb[..., 3:], both.depth, both.mask)
+
     # --- persistence --------------------------------------------------------------------------
     def save(self, directory: str | Path) -> list[Path]:
         """Write ``cache.ply`` (positions, float colours, int ``source`` per point) and ``cache.json``; returns the files."""
-        import open3d as o3d  # heavy: loaded only for persistence
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        cloud = o3d.t.geometry.PointCloud()
-        cloud.point.positions = o3d.core.Tensor(self._points.detach().cpu().numpy())
-        cloud.point.colors = o3d.core.Tensor(self._colors.detach().cpu().numpy())
-        cloud.point.source = o3d.core.Tensor(self._sources.detach().cpu().numpy().astype(np.int32)[:, None])
+        points, colors = self._points.detach().cpu().numpy(), self._colors.detach().cpu().numpy()
+        columns = {"x": points[:, 0], "y": points[:, 1], "z": points[:, 2], "red": colors[:, 0],
+                   "green": colors[:, 1], "blue": colors[:, 2],
+                   "source": self._sources.detach().cpu().numpy().astype(np.int32)}
         paths = [directory / _CLOUD, directory / _MANIFEST]
-        if not o3d.t.io.write_point_cloud(str(paths[0]), cloud):
-            raise OSError(f"could not write {paths[0]}")
+        paths[0].write_bytes(ply_bytes(columns, comment="worldstereo 3D cache"))
         manifest = {"format": _FORMAT, "names": self._names, "voxel_size": self._voxel_size}
         paths[1].write_text(json.dumps(manifest, indent=1))
         return paths
 
     @classmethod
     def load(cls, directory: str | Path) -> Cache3D:
-        import open3d as o3d  # heavy: loaded only for persistence
-
         directory = Path(directory)
         manifest = json.loads((directory / _MANIFEST).read_text())
         if manifest.get("format") != _FORMAT:
             raise InvalidInputError(f"not a 3D cache: format {manifest.get('format')!r}")
-        cloud = o3d.t.io.read_point_cloud(str(directory / _CLOUD))
-        if "positions" not in cloud.point or "source" not in cloud.point:
+        columns = read_ply((directory / _CLOUD).read_bytes())
+        if not {"x", "y", "z", "red", "green", "blue", "source"} <= set(columns):
             raise InvalidInputError(f"{directory / _CLOUD} is not a 3D cache point cloud")
-        points = torch.from_numpy(cloud.point.positions.numpy().copy())
-        colors = torch.from_numpy(cloud.point.colors.numpy().copy())
-        sources = torch.from_numpy(cloud.point.source.numpy()[:, 0].astype(np.int64))
+        points = torch.from_numpy(np.stack([columns["x"], columns["y"], columns["z"]], axis=1))
+        colors = torch.from_numpy(np.stack([columns["red"], columns["green"], columns["blue"]], axis=1))
+        sources = torch.from_numpy(columns["source"].astype(np.int64))
         return cls(points, colors, sources, list(manifest["names"]), float(manifest["voxel_size"]))
 
 
@@ -262,6 +268,8 @@ def _finite(points: Tensor, colors: Tensor) -> tuple[Tensor, Tensor]:
     if points.ndim != 2 or points.shape[1] != 3 or colors.shape != points.shape:
         raise InvalidInputError(f"need points [P,3] and colors [P,3], got {tuple(points.shape)}, {tuple(colors.shape)}")
     keep = torch.isfinite(points).all(dim=-1)
+    if bool(keep.all()):
+        return points, colors
     return points[keep], colors[keep]
 
 

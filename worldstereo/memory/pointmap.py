@@ -15,7 +15,7 @@ from torch import Tensor
 
 from worldstereo.errors import InvalidInputError
 from worldstereo.geometry.camera import Camera
-from worldstereo.geometry.render import render_points
+from worldstereo.geometry.render import CacheRender, render_points
 
 
 class PointmapPair(NamedTuple):
@@ -27,14 +27,23 @@ class PointmapPair(NamedTuple):
     reference_valid: Tensor
 
 
-def pointmap_pairs(points: Tensor, targets: Camera, references: Camera, **render_kwargs: Any) -> PointmapPair:
-    """Pointmaps of ``F`` (target, reference) pairs, ``[F,H,W,3]`` each; ``render_kwargs`` go to ``render_points``."""
+def pointmap_pairs(
+    points: Tensor, targets: Camera, references: Camera, *, target_xyz: CacheRender | None = None,
+    **render_kwargs: Any,
+) -> PointmapPair:
+    """Pointmaps of ``F`` (target, reference) pairs, ``[F,H,W,3]`` each; ``render_kwargs`` go to ``render_points``.
+
+    ``target_xyz`` is the cache's XYZ already rendered into ``targets`` (e.g. in the same pass as the
+    GGM condition); repeated reference cameras are rendered once.
+    """
     if len(targets) != len(references):
         raise InvalidInputError(f"{len(targets)} targets but {len(references)} references")
     if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
         raise InvalidInputError(f"cache points must be a non-empty [P,3], got {tuple(points.shape)}")
-    target = render_points(points, points, targets, **render_kwargs)
-    reference = render_points(points, points, references, **render_kwargs)
+    if target_xyz is not None and target_xyz.rgb.shape != (len(targets), targets.height, targets.width, 3):
+        raise InvalidInputError(f"target_xyz must be [{len(targets)},{targets.height},{targets.width},3]")
+    target = target_xyz if target_xyz is not None else render_points(points, points, targets, **render_kwargs)
+    reference = _render_distinct(points, points.to(target.rgb.dtype), references, **render_kwargs)
     (t_lo, t_hi), (r_lo, r_hi) = _bounds(target.rgb, target.covered), _bounds(reference.rgb, reference.covered)
     lo, hi = torch.minimum(t_lo, r_lo), torch.maximum(t_hi, r_hi)
     centre = (lo + hi) / 2
@@ -50,6 +59,18 @@ def pointmap_pairs(points: Tensor, targets: Camera, references: Camera, **render
         target.covered,
         reference.covered,
     )
+
+
+def _render_distinct(points: Tensor, xyz: Tensor, cameras: Camera, **render_kwargs: Any) -> CacheRender:
+    """The cache's XYZ (``xyz``: the points in the output dtype) rendered into ``cameras``, each distinct camera once."""
+    poses = torch.cat([cameras.K.flatten(1), cameras.c2w.flatten(1)], dim=1)
+    distinct, inverse = torch.unique(poses, dim=0, return_inverse=True)
+    if len(distinct) == len(cameras):
+        return render_points(points, xyz, cameras, **render_kwargs)
+    first = torch.full((len(distinct),), len(cameras), dtype=torch.long, device=inverse.device)
+    first.scatter_reduce_(0, inverse, torch.arange(len(cameras), device=inverse.device), "amin")
+    render = render_points(points, xyz, cameras[first], **render_kwargs)
+    return CacheRender(render.rgb[inverse], render.depth[inverse], render.mask[inverse])
 
 
 def pointmap_pair(points: Tensor, target: Camera, reference: Camera, **render_kwargs: Any) -> PointmapPair:

@@ -4,23 +4,25 @@ model, the memory-bank keyframes as JPEG, and a summary JSON."""
 from __future__ import annotations
 
 import json
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-import open3d as o3d
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 import torch
 from torch import Tensor
 
 from worldstereo.geometry.camera import Camera
+from worldstereo.geometry.ply import ply_bytes as write_ply
 from worldstereo.geometry.rotations import rotation_to_quaternion
 from worldstereo.memory.bank import MemoryBank
-from worldstereo.pipeline.media import encode_jpeg
+from worldstereo.pipeline.media import encode_jpegs
 from worldstereo.pipeline.scene import EXPORT, INIT, TRAJECTORY, SceneContext, StageResult
 
 OPENCV_TO_OPENGL = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
 COLMAP_MAX_POINTS = 500_000
+POINTS3D_HEADER = ("# 3D point list with one line of data per point:",
+                   "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)")
 
 
 def cameras_json(cameras: Camera, names: list[str]) -> dict:
@@ -58,25 +60,30 @@ def colmap_text(cameras: Camera, image_names: list[str], points: Tensor, colors:
         q, t = quats[i - 1].tolist(), w2c[i - 1, :3, 3].tolist()
         img_lines.append(f"{i} {' '.join(f'{v:.12g}' for v in q)} {' '.join(f'{v:.12g}' for v in t)} {i} {name}")
         img_lines.append("")
-    rgb = (colors.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    xyz = points.double().cpu().numpy()
-    pts_lines = ["# 3D point list with one line of data per point:",
-                 "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)"]
-    pts_lines += [f"{i} {x:.9g} {y:.9g} {z:.9g} {r} {g} {b} 0" for i, ((x, y, z), (r, g, b))
-                  in enumerate(zip(xyz.tolist(), rgb.tolist()), start=1)]
     return {"cameras.txt": "\n".join(cam_lines) + "\n", "images.txt": "\n".join(img_lines) + "\n",
-            "points3D.txt": "\n".join(pts_lines) + "\n"}
+            "points3D.txt": "\n".join(POINTS3D_HEADER) + "\n" + points3d_rows(points, colors)}
+
+
+def points3d_rows(points: Tensor, colors: Tensor) -> str:
+    """``POINT3D_ID X Y Z R G B ERROR`` lines (empty tracks), formatted in bulk by Arrow's CSV writer.
+
+    Coordinates are written as the shortest decimal of their float32 value (9 significant digits at most).
+    """
+    xyz = points.detach().to("cpu", torch.float32).numpy()
+    rgb = (colors.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    table = pa.table({"id": np.arange(1, len(xyz) + 1), "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2],
+                      "r": rgb[:, 0], "g": rgb[:, 1], "b": rgb[:, 2], "error": np.zeros(len(xyz), np.uint8)})
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False, delimiter=" ", quoting_style="none"))
+    return sink.getvalue().to_pybytes().decode("ascii")
 
 
 def ply_bytes(points: Tensor, colors: Tensor) -> bytes:
-    """Binary PLY of a coloured point cloud, written by open3d."""
-    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points.double().cpu().numpy()))
-    cloud.colors = o3d.utility.Vector3dVector(colors.double().clamp(0, 1).cpu().numpy())
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "fused.ply"
-        if not o3d.io.write_point_cloud(str(path), cloud, write_ascii=False):
-            raise OSError("open3d could not write the fused point cloud")
-        return path.read_bytes()
+    """Binary PLY of a coloured point cloud: double ``x y z``, uchar ``red green blue`` (Open3D's layout)."""
+    xyz = points.detach().to("cpu", torch.float64).numpy()
+    rgb = np.floor(colors.detach().to("cpu", torch.float64).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+    return write_ply({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], "red": rgb[:, 0], "green": rgb[:, 1],
+                      "blue": rgb[:, 2]}, comment="worldstereo fused cloud")
 
 
 def _bank_views(bank: MemoryBank) -> tuple[Camera, list[str], list[Tensor]]:
@@ -96,7 +103,7 @@ def run_export(ctx: SceneContext, names: list[str]) -> StageResult:
 
     keys = [put(ctx.states.key("exports", "fused.ply"), ply_bytes(state.cache.points, state.cache.colors))]
     cameras, image_names, images = _bank_views(state.bank)
-    keys += [put(ctx.states.key("exports", "images", n), encode_jpeg(im)) for n, im in zip(image_names, images)]
+    keys += [put(ctx.states.key("exports", "images", n), data) for n, data in zip(image_names, encode_jpegs(images))]
     all_cameras = {name: cameras_json(trajectory.cameras, [f"{name}_{i:03d}" for i in range(len(trajectory))])
                    for name, _, trajectory in state.plans}
     keys.append(put(ctx.states.key("exports", "cameras.json"), json.dumps(all_cameras).encode()))

@@ -1,11 +1,18 @@
-"""Encoding frames as MP4 / JPEG bytes."""
+"""Encoding frames as MP4 / JPEG bytes, in the background when the caller has other work to do."""
 
 from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import imageio.v3 as iio
 import numpy as np
 import torch
 from torch import Tensor
+
+VIDEO_PRESET = "veryfast"
+"""libx264 preset: half the encoder time of ``medium`` for about a fifth more bytes at the same quality."""
+
+_ENCODERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="encode")
 
 
 def to_uint8(frames: Tensor) -> np.ndarray:
@@ -16,9 +23,19 @@ def to_uint8(frames: Tensor) -> np.ndarray:
 def encode_video(frames: Tensor, fps: int) -> bytes:
     """H.264 MP4 of ``[N,H,W,3]`` frames in [0,1] (sizes padded to even by the encoder's macro-block rule)."""
     return iio.imwrite("<bytes>", to_uint8(frames), extension=".mp4", fps=fps, codec="libx264",
-                       macro_block_size=2)
+                       macro_block_size=2, output_params=["-preset", VIDEO_PRESET])
+
+
+def encode_video_later(frames: Tensor, fps: int) -> Future[bytes]:
+    """:func:`encode_video` on a background thread (ffmpeg runs in its own process); ``frames`` must not change."""
+    return _ENCODERS.submit(encode_video, frames, fps)
 
 
 def encode_jpeg(image: Tensor, quality: int = 92) -> bytes:
     """JPEG of one ``[H,W,3]`` image in [0,1]."""
     return iio.imwrite("<bytes>", to_uint8(image), extension=".jpg", quality=quality)
+
+
+def encode_jpegs(images: list[Tensor], quality: int = 92) -> list[bytes]:
+    """:func:`encode_jpeg` of every image, on the background threads (the encoder releases the GIL)."""
+    return list(_ENCODERS.map(lambda image: encode_jpeg(image, quality), images))

@@ -42,8 +42,9 @@ from worldstereo.pipeline.backends import (
     Reconstruction,
     References,
 )
-from worldstereo.pipeline.media import encode_video
+from worldstereo.pipeline.media import encode_video_later
 from worldstereo.pipeline.state import SceneState, Start, StateStore
+from worldstereo.pipeline.timing import step
 from worldstereo.storage.base import ObjectStore
 from worldstereo.storage.manifests import StageRecord, StageRecords
 
@@ -177,15 +178,20 @@ def build_request(ctx: SceneContext, state: SceneState, name: str) -> Generation
     settings = ctx.settings
     _, start_index, trajectory = next(p for p in state.plans if p[0] == name)
     start = state.starts[start_index]
-    cameras = trajectory.cameras.to(dtype=torch.float32)
-    ggm = state.cache.render(cameras, radius=settings.memory.splat_radius)
-    ggm = with_given_frame(ggm, start.image, start.depth)
-    retrieval = retrieve_references(cameras, state.bank, max_references=settings.memory.max_references,
-                                    near=settings.memory.frustum_near, far=settings.memory.frustum_far)
-    frames = [state.bank[int(i)] for i in retrieval.reference_indices]
-    reference_cameras = Camera.cat([f.camera.to(dtype=torch.float32) for f in frames])
-    pointmaps = pointmap_pairs(state.cache.points, cameras[retrieval.target_indices], reference_cameras,
-                               radius=settings.memory.splat_radius)
+    cameras = trajectory.cameras.to(device=state.cache.points.device, dtype=torch.float32)
+    with step("ggm_render"):
+        ggm, xyz = state.cache.render_with_xyz(cameras, radius=settings.memory.splat_radius)
+        ggm = with_given_frame(ggm, start.image, start.depth)
+    with step("retrieval"):
+        retrieval = retrieve_references(cameras, state.bank, max_references=settings.memory.max_references,
+                                        near=settings.memory.frustum_near, far=settings.memory.frustum_far)
+        frames = [state.bank[int(i)] for i in retrieval.reference_indices]
+        reference_cameras = Camera.cat([f.camera.to(cameras.device, torch.float32) for f in frames])
+    with step("pointmaps"):
+        targets = retrieval.target_indices
+        pointmaps = pointmap_pairs(state.cache.points, cameras[targets], reference_cameras,
+                                   radius=settings.memory.splat_radius,
+                                   target_xyz=CacheRender(xyz.rgb[targets], xyz.depth[targets], xyz.mask[targets]))
     references = References(
         target_indices=retrieval.target_indices,
         images=torch.stack([f.image for f in frames]),
@@ -195,7 +201,9 @@ def build_request(ctx: SceneContext, state: SceneState, name: str) -> Generation
         target_pointmaps=pointmaps.target,
         reference_pointmaps=pointmaps.reference,
     )
-    return GenerationRequest(ctx.scene_id, name, start.image, cameras, ggm, plucker_rays(cameras), references,
+    with step("plucker"):
+        plucker = plucker_rays(cameras)
+    return GenerationRequest(ctx.scene_id, name, start.image, cameras, ggm, plucker, references,
                              state.scene_spec, seed=ctx.settings.seed + zlib.crc32(name.encode()))
 
 
@@ -211,27 +219,38 @@ def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, recons
     """One trajectory: condition, generate, reconstruct, merge into the cache, extend the memory bank."""
     started = time.perf_counter()
     names = names or trajectory_names(ctx)
-    state = ctx.states.load(_previous(names, name))
+    with step("snapshot_load"):
+        state = ctx.states.load(_previous(names, name))
+        state.cache = state.cache.to(ctx.settings.resolved_device())  # geometry stays on the generator's device
     request = build_request(ctx, state, name)
-    video = generate_fn(request)
-    recon = reconstruct_fn(video, request)
-    keyframes = keyframe_indices(len(video.frames), ctx.settings.trajectory.keyframes)
-    points, colors, valid = recon.points[keyframes], recon.colors[keyframes], recon.valid[keyframes]
-    anchors = (None, None)
-    if recon.frame == "relative":
-        anchors = overlap_correspondences(state.cache, points, recon.cameras[keyframes], valid)
-    report = state.cache.update(points[valid], colors[valid].float(), name, anchor_src=anchors[0],
-                                anchor_dst=anchors[1], align="none" if recon.frame == "world" else "robust")
-    state.bank.add(video.frames, request.cameras, name, frames=keyframes)
     fps = ctx.settings.video_fps
+    encodes = [encode_video_later(request.ggm.rgb, fps)]  # both encodes overlap the steps that follow
+    with step("generate"):
+        video = generate_fn(request)
+    encodes.insert(0, encode_video_later(video.frames, fps))
+    with step("reconstruct"):
+        recon = reconstruct_fn(video, request)
+    with step("cache_update"):
+        keyframes = keyframe_indices(len(video.frames), ctx.settings.trajectory.keyframes)
+        points, colors, valid = recon.points[keyframes], recon.colors[keyframes], recon.valid[keyframes]
+        anchors = (None, None)
+        if recon.frame == "relative":
+            anchors = overlap_correspondences(state.cache, points, recon.cameras[keyframes], valid)
+        report = state.cache.update(points[valid], colors[valid].float(), name, anchor_src=anchors[0],
+                                    anchor_dst=anchors[1], align="none" if recon.frame == "world" else "robust")
+    with step("bank_update"):
+        state.bank.add(video.frames.cpu(), request.cameras.to("cpu"), name, frames=keyframes)
     keys = [ctx.states.key(name, "video.mp4"), ctx.states.key(name, "condition.mp4"),
             ctx.states.key(name, "cameras.json")]
-    ctx.store.put_bytes(ctx.bucket, keys[0], encode_video(video.frames, fps))
-    ctx.store.put_bytes(ctx.bucket, keys[1], encode_video(request.ggm.rgb, fps))
     cameras = {"requested": trajectory_to_json(Trajectory(name, request.cameras)),
                "recovered": trajectory_to_json(Trajectory(name, recon.cameras))}
     ctx.store.put_bytes(ctx.bucket, keys[2], json.dumps(cameras).encode())
-    keys += ctx.states.save(name, state)
+    with step("snapshot_save"):
+        snapshot_keys = ctx.states.save(name, state)
+    with step("video_encode"):  # what is left of the encodes once every other step is done
+        for key, encode in zip(keys, encodes):
+            ctx.store.put_bytes(ctx.bucket, key, encode.result())
+    keys += snapshot_keys
     metrics = {
         "frames": float(len(video.frames)),
         "hole_ratio": float(request.ggm.mask[1:].float().mean()) if len(video.frames) > 1 else 0.0,

@@ -17,8 +17,9 @@ class WarpGenerator(VideoGenerator):
     def generate(self, request: GenerationRequest) -> GeneratedVideo:
         render = request.ggm
         covered = ~render.mask
-        rgb = push_pull_fill(render.rgb.permute(0, 3, 1, 2).float(), covered).permute(0, 2, 3, 1)
-        depth = torch.where(covered, render.depth, torch.zeros_like(render.depth)).float()
-        depth = push_pull_fill(depth[:, None], covered)[:, 0]
+        stacked = torch.cat([render.rgb.permute(0, 3, 1, 2).float(), render.depth[:, None].float()], dim=1)
+        filled = push_pull_fill(stacked, covered)  # colour and depth share the weights: one pyramid
+        rgb = filled[:, :3].permute(0, 2, 3, 1).contiguous()
+        depth = filled[:, 3]
         rgb[0] = request.image.to(rgb)
-        return GeneratedVideo(frames=rgb.clamp(0, 1), depth=torch.where(depth > 0, depth, torch.inf))
+        return GeneratedVideo(frames=rgb.clamp_(0, 1), depth=torch.where(depth > 0, depth, torch.inf))

@@ -1,0 +1,124 @@
+"""Cost of the pipeline around the model: one synthetic scene through every stage with a zero-cost generator.
+
+The generator returns the GGM condition itself (colour and depth of the rendered 3D cache; holes have
+no depth), so each trajectory pays everything but the model: GGM render, retrieval, pointmaps, Plücker
+rays, reconstruction (back-projection), cache and memory-bank updates, video encodes and snapshots.
+The scene is the bundled synthetic room rendered at the working size, so figures repeat run to run.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from worldstereo.config import Settings, StorageSettings, TrajectorySettings
+from worldstereo.inputs import SceneInput
+from worldstereo.pipeline import scene as stages
+from worldstereo.pipeline.backends import GeneratedVideo, GenerationRequest
+from worldstereo.pipeline.depth.sidecar import SidecarDepth
+from worldstereo.pipeline.exports import run_export
+from worldstereo.pipeline.reconstructors.rendered_depth import RenderedDepthReconstructor
+from worldstereo.pipeline.timing import collect_steps
+from worldstereo.storage.factory import open_store
+from worldstereo.synthetic import make_scene
+
+STEPS = ("snapshot_load", "ggm_render", "retrieval", "pointmaps", "plucker", "generate", "reconstruct",
+         "cache_update", "bank_update", "video_encode", "snapshot_save")
+
+
+def ggm_generator(request: GenerationRequest) -> GeneratedVideo:
+    """The zero-cost generator: the GGM render as the video, its depth (holes: none) as the geometry."""
+    ggm = request.ggm
+    return GeneratedVideo(frames=ggm.rgb, depth=torch.where(ggm.mask, torch.inf, ggm.depth))
+
+
+def benchmark_input(settings: Settings, seed: int = 0) -> SceneInput:
+    """The synthetic room rendered at the working size, with its exact depth and camera."""
+    height, width = stages.working_size(settings, 480, 768)
+    scene = make_scene("room", seed)
+    camera = scene.input_camera(height, width)
+    views = scene.render(camera)
+    return SceneInput("perspective", views.rgb[0].float(), views.depth[0].to(torch.float64), camera,
+                      {"kind": "room", "seed": seed})
+
+
+def run_pipeline_benchmark(frames: int = 81, scale: float = 1.0, device: str = "cpu") -> dict:
+    """Per-trajectory step seconds, ``per_trajectory_s`` (mean, model excluded), ``export_s`` and cache sizes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(storage=StorageSettings(backend="local", root=Path(tmp)), device=device,
+                            trajectory=TrajectorySettings(num_frames=frames), resolution_scale=scale)
+        scene = benchmark_input(settings)
+        ctx = stages.SceneContext(open_store(settings.storage), settings.storage.work_bucket, "bench", settings)
+        started = time.perf_counter()
+        init = stages.run_init(ctx, scene, SidecarDepth(settings).estimate)
+        init_s = time.perf_counter() - started
+        names = stages.trajectory_names(ctx)
+        reconstruct = RenderedDepthReconstructor(settings).reconstruct
+        trajectories = []
+        for name in names:
+            with collect_steps() as times:
+                started, cpu = time.perf_counter(), time.process_time()
+                result = stages.run_trajectory(ctx, name, ggm_generator, reconstruct, names)
+                total, total_cpu = time.perf_counter() - started, time.process_time() - cpu
+            steps = {key: times.wall.get(key, 0.0) for key in STEPS}
+            steps["other"] = total - sum(steps.values())
+            steps_cpu = {key: times.cpu.get(key, 0.0) for key in STEPS}
+            steps_cpu["other"] = total_cpu - sum(steps_cpu.values())
+            trajectories.append({"name": name, "seconds": total - steps["generate"], "steps": steps,
+                                 "cpu_seconds": total_cpu - steps_cpu["generate"], "steps_cpu": steps_cpu,
+                                 "cache_points": int(result.metrics["cache_points"]),
+                                 "points_added": int(result.metrics["points_added"])})
+        started, cpu = time.perf_counter(), time.process_time()
+        run_export(ctx, names)
+        export_s, export_cpu_s = time.perf_counter() - started, time.process_time() - cpu
+    height, width = stages.working_size(settings, 480, 768)
+    return {
+        "device": settings.resolved_device(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": os.getloadavg()[0],
+        "frames": frames,
+        "scale": scale,
+        "height": height,
+        "width": width,
+        "init_s": init_s,
+        "init_cache_points": int(init.metrics["cache_points"]),
+        "trajectories": trajectories,
+        "steps_mean_s": _mean(trajectories, "steps"),
+        "steps_mean_cpu_s": _mean(trajectories, "steps_cpu"),
+        "per_trajectory_s": statistics.mean(t["seconds"] for t in trajectories),
+        "per_trajectory_cpu_s": statistics.mean(t["cpu_seconds"] for t in trajectories),
+        "export_s": export_s,
+        "export_cpu_s": export_cpu_s,
+        "fused_points": trajectories[-1]["cache_points"] if trajectories else int(init.metrics["cache_points"]),
+    }
+
+
+def _mean(trajectories: list[dict], field: str) -> dict[str, float]:
+    return {key: statistics.mean(t[field][key] for t in trajectories) for key in (*STEPS, "other")}
+
+
+def format_report(result: dict) -> str:
+    """Human-readable table of :func:`run_pipeline_benchmark`: wall seconds per step and trajectory, mean CPU."""
+    names = [t["name"] for t in result["trajectories"]]
+    lines = [
+        f"pipeline without the model: {result['frames']} frames at {result['height']}x{result['width']}, "
+        f"device {result['device']}, torch threads {result['torch_threads']}, load {result['load_average']:.2f}",
+        f"init {result['init_s']:.2f} s, cache {result['init_cache_points']:,} points",
+        f"{'wall s':<14}" + "".join(f"{n:>11}" for n in names) + f"{'mean':>11}{'mean cpu':>11}",
+    ]
+    for key in (*STEPS, "other"):
+        row = [t["steps"][key] for t in result["trajectories"]]
+        lines.append(f"{key:<14}" + "".join(f"{v:11.3f}" for v in row)
+                     + f"{result['steps_mean_s'][key]:11.3f}{result['steps_mean_cpu_s'][key]:11.3f}")
+    lines.append(f"{'total (-gen)':<14}" + "".join(f"{t['seconds']:11.3f}" for t in result["trajectories"])
+                 + f"{result['per_trajectory_s']:11.3f}{result['per_trajectory_cpu_s']:11.3f}")
+    lines.append(f"{'cache points':<14}" + "".join(f"{t['cache_points']:>11,}" for t in result["trajectories"]))
+    lines.append(f"per_trajectory_s {result['per_trajectory_s']:.3f} (cpu {result['per_trajectory_cpu_s']:.3f}), "
+                 f"export_s {result['export_s']:.3f} (cpu {result['export_cpu_s']:.3f}, "
+                 f"{result['fused_points']:,} fused points)")
+    return "\n".join(lines)
