@@ -106,7 +106,8 @@ def trajectory_stage(settings: Settings, scene_id: str, trajectory: str, names: 
         return
     generator = get_pool("generator", settings.generator, settings)
     reconstructor = get_pool("reconstructor", settings.reconstructor, settings)
-    stages.run_trajectory(ctx, trajectory, generator.method("generate"), reconstructor.method("reconstruct"), names)
+    stages.run_trajectory(ctx, trajectory, generator.method("generate"), reconstructor.method("reconstruct"), names,
+                          generator.method("clip_frames"))
 
 
 @stage_task(task_run_name="export-{scene_id}")

@@ -42,7 +42,8 @@ def process_scene(
     """Run or resume every stage of one scene with locally set-up backends; returns the scene summary."""
     depth, generator, reconstructor = make_backends(settings)
     ctx = SceneContext(store, settings.storage.work_bucket, scene_id, settings)
-    for event in run_scene(ctx, scene, depth.estimate, generator.generate, reconstructor.reconstruct):
+    for event in run_scene(ctx, scene, depth.estimate, generator.generate, reconstructor.reconstruct,
+                           generator.clip_frames):
         on_event(event)
     return json.loads(store.get_bytes(ctx.bucket, output_key(scene_id, "summary.json")))
 

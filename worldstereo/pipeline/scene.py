@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from worldstereo.config import Settings
+from worldstereo.errors import ConfigurationError
 from worldstereo.geometry.buckets import fit_to_bucket, nearest_bucket
 from worldstereo.geometry.camera import Camera
 from worldstereo.geometry.panorama import panorama_point_cloud, split_panorama
@@ -33,15 +34,13 @@ from worldstereo.geometry.trajectory import (
 from worldstereo.inputs import SceneInput
 from worldstereo.memory.bank import MemoryBank
 from worldstereo.memory.cache import Cache3D, overlap_correspondences
-from worldstereo.memory.pointmap import pointmap_pairs
-from worldstereo.memory.retrieval import retrieve_references
 from worldstereo.pipeline.backends import (
     DepthEstimate,
     GeneratedVideo,
     GenerationRequest,
     Reconstruction,
-    References,
 )
+from worldstereo.pipeline.clips import ClipFn, bank_frames, clip_indices, clip_length, gather_references
 from worldstereo.pipeline.media import encode_video
 from worldstereo.pipeline.state import SceneState, Start, StateStore
 from worldstereo.storage.base import ObjectStore
@@ -172,29 +171,16 @@ def _previous(names: list[str], name: str) -> str:
     return INIT if index == 0 else names[index - 1]
 
 
-def build_request(ctx: SceneContext, state: SceneState, name: str) -> GenerationRequest:
-    """GGM renders, Plücker rays and SSM references for one planned trajectory."""
+def build_request(ctx: SceneContext, state: SceneState, name: str, clip: int | None = None) -> GenerationRequest:
+    """GGM renders, Plücker rays and SSM references for the ``clip`` generated poses of one planned trajectory."""
     settings = ctx.settings
     _, start_index, trajectory = next(p for p in state.plans if p[0] == name)
     start = state.starts[start_index]
-    cameras = trajectory.cameras.to(dtype=torch.float32)
+    planned = len(trajectory.cameras)
+    cameras = trajectory.cameras[clip_indices(planned, clip or planned)].to(dtype=torch.float32)
     ggm = state.cache.render(cameras, radius=settings.memory.splat_radius)
     ggm = with_given_frame(ggm, start.image, start.depth)
-    retrieval = retrieve_references(cameras, state.bank, max_references=settings.memory.max_references,
-                                    near=settings.memory.frustum_near, far=settings.memory.frustum_far)
-    frames = [state.bank[int(i)] for i in retrieval.reference_indices]
-    reference_cameras = Camera.cat([f.camera.to(dtype=torch.float32) for f in frames])
-    pointmaps = pointmap_pairs(state.cache.points, cameras[retrieval.target_indices], reference_cameras,
-                               radius=settings.memory.splat_radius)
-    references = References(
-        target_indices=retrieval.target_indices,
-        images=torch.stack([f.image for f in frames]),
-        cameras=reference_cameras,
-        scores=retrieval.scores,
-        bank_indices=retrieval.reference_indices,
-        target_pointmaps=pointmaps.target,
-        reference_pointmaps=pointmaps.reference,
-    )
+    references = gather_references(settings, state.bank, state.cache, cameras, planned)
     return GenerationRequest(ctx.scene_id, name, start.image, cameras, ggm, plucker_rays(cameras), references,
                              state.scene_spec, seed=ctx.settings.seed + zlib.crc32(name.encode()))
 
@@ -207,22 +193,32 @@ def with_given_frame(render: CacheRender, image: torch.Tensor, depth: torch.Tens
 
 
 def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, reconstruct_fn: ReconstructFn,
-                   names: list[str] | None = None) -> StageResult:
-    """One trajectory: condition, generate, reconstruct, merge into the cache, extend the memory bank."""
+                   names: list[str] | None = None, clip_fn: ClipFn | None = None) -> StageResult:
+    """One trajectory: condition, generate, reconstruct, merge into the cache, extend the memory bank.
+
+    ``clip_fn`` (the generator's ``clip_frames``; default ``generation.clip_frames``) sets how many of the
+    planned poses are generated.
+    """
     started = time.perf_counter()
     names = names or trajectory_names(ctx)
     state = ctx.states.load(_previous(names, name))
-    request = build_request(ctx, state, name)
+    plan = next(i for i, p in enumerate(state.plans) if p[0] == name)
+    planned = len(state.plans[plan][2])
+    request = build_request(ctx, state, name, (clip_fn or (lambda n: clip_length(ctx.settings, n)))(planned))
     video = generate_fn(request)
+    if len(video.frames) != len(request.cameras):
+        raise ConfigurationError(f"the generator made {len(video.frames)} frames for a clip of {len(request.cameras)}")
     recon = reconstruct_fn(video, request)
-    keyframes = keyframe_indices(len(video.frames), ctx.settings.trajectory.keyframes)
+    keyframes = keyframe_indices(len(video.frames), min(ctx.settings.trajectory.keyframes, len(video.frames)))
     points, colors, valid = recon.points[keyframes], recon.colors[keyframes], recon.valid[keyframes]
     anchors = (None, None)
     if recon.frame == "relative":
         anchors = overlap_correspondences(state.cache, points, recon.cameras[keyframes], valid)
     report = state.cache.update(points[valid], colors[valid].float(), name, anchor_src=anchors[0],
                                 anchor_dst=anchors[1], align="none" if recon.frame == "world" else "robust")
-    state.bank.add(video.frames, request.cameras, name, frames=keyframes)
+    state.bank.add(video.frames, request.cameras, name, frames=bank_frames(ctx.settings, len(video.frames)))
+    _, start_index, trajectory = state.plans[plan]  # a run trajectory keeps the cameras it was generated at
+    state.plans[plan] = (name, start_index, replace(trajectory, cameras=request.cameras.to(dtype=torch.float64)))
     fps = ctx.settings.video_fps
     keys = [ctx.states.key(name, "video.mp4"), ctx.states.key(name, "condition.mp4"),
             ctx.states.key(name, "cameras.json")]
@@ -263,6 +259,7 @@ def run_scene(
     depth_fn: DepthFn,
     generate_fn: GenerateFn,
     reconstruct_fn: ReconstructFn,
+    clip_fn: ClipFn | None = None,
 ) -> Iterator[StageEvent]:
     """Run (or resume) every stage of one scene, yielding progress after each."""
     from worldstereo.pipeline.exports import run_export
@@ -276,7 +273,7 @@ def run_scene(
     for index, name in enumerate(names, start=2):
         done = ctx.is_done(TRAJECTORY, name)
         if not done:
-            run_trajectory(ctx, name, generate_fn, reconstruct_fn, names)
+            run_trajectory(ctx, name, generate_fn, reconstruct_fn, names, clip_fn)
         yield StageEvent(TRAJECTORY, name, "skipped" if done else "done", index, total)
     done = ctx.is_done(EXPORT)
     if not done:
