@@ -45,7 +45,7 @@ def samples(
 
 @app.command("upload")
 def upload_command(
-    images: Annotated[Optional[list[Path]], typer.Argument(help="Input images; their NAME.depth.npy / NAME.camera.json beside them go too.")] = None,
+    images: Annotated[Optional[list[Path]], typer.Argument(help="Input images (their NAME.depth.npy / NAME.camera.json beside them go too) or folders of inputs and release scene folders (SCENE/image.png + prompt.json).")] = None,
     prefix: Annotated[str, typer.Option(help="Key prefix in the input bucket, e.g. drops/.")] = "",
     samples: Annotated[bool, typer.Option(help="Upload the bundled synthetic samples (under samples/ unless --prefix).")] = False,
 ) -> None:
@@ -53,7 +53,7 @@ def upload_command(
     from worldstereo.config import load_settings
     from worldstereo.errors import InvalidInputError
     from worldstereo.storage import open_store
-    from worldstereo.storage.upload import upload_inputs
+    from worldstereo.storage.upload import upload_inputs, upload_tree
     from worldstereo.synthetic.upload import upload_samples
 
     if not images and not samples:
@@ -62,7 +62,10 @@ def upload_command(
     try:
         keys = upload_samples(settings, prefix or "samples/") if samples else []
         store = open_store(settings.storage)
-        keys += upload_inputs(store, settings.storage.input_bucket, images or [], prefix)
+        folders = [p for p in images or [] if p.is_dir()]
+        keys += upload_inputs(store, settings.storage.input_bucket, [p for p in images or [] if not p.is_dir()], prefix)
+        for folder in folders:
+            keys += upload_tree(store, settings.storage.input_bucket, folder, prefix)
     except InvalidInputError as exc:
         raise typer.BadParameter(str(exc), param_hint="IMAGES") from exc
     for key in keys:

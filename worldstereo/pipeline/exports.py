@@ -16,6 +16,7 @@ from torch import Tensor
 from worldstereo.geometry.camera import Camera
 from worldstereo.geometry.rotations import rotation_to_quaternion
 from worldstereo.memory.bank import MemoryBank
+from worldstereo.pipeline.export_worldmirror import FOLDER, worldmirror_files
 from worldstereo.pipeline.media import encode_jpeg
 from worldstereo.pipeline.scene import EXPORT, INIT, TRAJECTORY, SceneContext, StageResult
 
@@ -97,6 +98,7 @@ def run_export(ctx: SceneContext, names: list[str]) -> StageResult:
     keys = [put(ctx.states.key("exports", "fused.ply"), ply_bytes(state.cache.points, state.cache.colors))]
     cameras, image_names, images = _bank_views(state.bank)
     keys += [put(ctx.states.key("exports", "images", n), encode_jpeg(im)) for n, im in zip(image_names, images)]
+    keys += [put(ctx.states.key("exports", FOLDER, n), data) for n, data in worldmirror_files(state.bank).items()]
     all_cameras = {name: cameras_json(trajectory.cameras, [f"{name}_{i:03d}" for i in range(len(trajectory))])
                    for name, _, trajectory in state.plans}
     keys.append(put(ctx.states.key("exports", "cameras.json"), json.dumps(all_cameras).encode()))

@@ -103,7 +103,7 @@ def initial_state(ctx: SceneContext, scene: SceneInput, estimate: DepthEstimate)
     start = _panorama_start if scene.kind == "panorama" else _perspective_start
     starts, cache, bank = start(settings, scene, estimate)
     plans = []
-    for index, start in enumerate(starts):
+    for index, start in enumerate(starts if scene.presets else []):
         for trajectory in plan_trajectories(start.camera, _median(start.depth), settings.trajectory,
                                             depth=start.depth, cache_points=cache.points):
             plans.append((f"{start.name}_{trajectory.name}" if start.name else trajectory.name, index, trajectory))
