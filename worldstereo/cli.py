@@ -103,7 +103,7 @@ def _settings(**overrides: object):
 
     base = load_settings()
     updates = {k: v for k, v in overrides.items() if v is not None}
-    trajectory = {k: updates.pop(k) for k in ("num_frames",) if k in updates}
+    trajectory = {k: updates.pop(k) for k in ("num_frames", "preset_set") if k in updates}
     if trajectory:
         updates["trajectory"] = base.trajectory.model_copy(update=trajectory)
     return base.model_copy(update=updates)
@@ -142,6 +142,40 @@ def run_scene_command(
         summary = process_scene(open_store(settings.storage), scene_id, scene, settings, progress)
     where = out / settings.storage.work_bucket / outputs_prefix(scene_id)
     emit(summary, f"scene {scene_id}: {summary['fused_points']} fused points -> {where}", json_path)
+
+
+@app.command("plan")
+def plan_command(
+    input_path: Annotated[Path, typer.Argument(help="Input image (sidecars beside it) or a release scene folder (image.png + prompt.json).")],
+    json_path: Annotated[Path, typer.Option("--json", help="Write each trajectory's cameras (w2c and K per pose) here.")],
+    preset_set: Annotated[Optional[str], typer.Option(help="paper | release")] = None,
+    depth: Annotated[Optional[str], typer.Option(help="Depth backend (default: the configured one).")] = None,
+    frames: Annotated[Optional[int], typer.Option(help="Frames per trajectory (paper: 81).")] = None,
+    scale: Annotated[Optional[float], typer.Option(help="Working resolution as a fraction of the 480p bucket.")] = None,
+    png: Annotated[Optional[Path], typer.Option(help="Also draw the camera paths over the initial cache (top view PNG).")] = None,
+) -> None:
+    """Plan an input's trajectories (depth included) without generating: cameras as JSON, optionally a picture."""
+    from worldstereo.pipeline.local import local_scene_id, read_local_input
+    from worldstereo.pipeline.plan_preview import plan_document, plan_png
+    from worldstereo.pipeline.registry import make_backend
+    from worldstereo.pipeline.scene import plan_scene
+
+    if preset_set not in (None, "paper", "release"):
+        raise typer.BadParameter("choose paper or release", param_hint="--preset-set")
+    settings = _settings(depth_backend=depth, num_frames=frames, resolution_scale=scale, preset_set=preset_set)
+    if input_path.is_dir():
+        input_path = next((p for p in sorted(input_path.glob("image.*")) if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")),
+                          input_path / "image.png")
+    scene = read_local_input(input_path, settings)
+    estimator = make_backend("depth", settings.depth_backend, settings)
+    estimator.setup()
+    state = plan_scene(settings, local_scene_id(input_path), scene, estimator.estimate(scene))
+    document = plan_document(state)
+    if png is not None:
+        png.parent.mkdir(parents=True, exist_ok=True)
+        png.write_bytes(plan_png(state))
+    names = ", ".join(f"{t['name']} ({len(t['w2c'])})" for t in document["trajectories"])
+    emit(document, f"{len(document['trajectories'])} trajectories: {names}" + (f"; wrote {png}" if png else ""), json_path)
 
 
 @app.command("eval")

@@ -99,7 +99,11 @@ def working_size(settings: Settings, height: int, width: int) -> tuple[int, int]
 # --- init --------------------------------------------------------------------------------------------------
 def initial_state(ctx: SceneContext, scene: SceneInput, estimate: DepthEstimate) -> SceneState:
     """Initial 3D cache and memory bank from the input, and the planned trajectories."""
-    settings = ctx.settings
+    return plan_scene(ctx.settings, ctx.scene_id, scene, estimate)
+
+
+def plan_scene(settings: Settings, scene_id: str, scene: SceneInput, estimate: DepthEstimate) -> SceneState:
+    """The initial state of a scene from its input and depth, without a store (``worldstereo plan`` previews it)."""
     start = _panorama_start if scene.kind == "panorama" else _perspective_start
     starts, cache, bank = start(settings, scene, estimate)
     plans = []
@@ -109,7 +113,7 @@ def initial_state(ctx: SceneContext, scene: SceneInput, estimate: DepthEstimate)
             plans.append((f"{start.name}_{trajectory.name}" if start.name else trajectory.name, index, trajectory))
     for name, waypoints in scene.paths.items():  # custom paths: perspective inputs, from their one start
         plans.append((name, 0, custom_trajectory(name, starts[0].camera, waypoints, settings.trajectory.num_frames)))
-    return SceneState(ctx.scene_id, scene.kind, cache, bank, starts, plans, scene.scene, cache.voxel_size)
+    return SceneState(scene_id, scene.kind, cache, bank, starts, plans, scene.scene, cache.voxel_size)
 
 
 def _median(depth: torch.Tensor) -> float:
