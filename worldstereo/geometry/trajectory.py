@@ -231,12 +231,15 @@ def custom_trajectory(name: str, input_camera: Camera, waypoints: Tensor, num_fr
     if len(waypoints) == 1:
         raise InvalidInputError(f"custom path {name!r} never leaves the input camera")
     t = torch.linspace(0, len(waypoints) - 1, num_frames, dtype=waypoints.dtype, device=waypoints.device)
+    t = torch.where((t - t.round()).abs() < 1e-9, t.round(), t)
     segment = t.floor().long().clamp(max=len(waypoints) - 2)
     s = t - segment
     quaternions = rotation_to_quaternion(waypoints[:, :3, :3]).to(waypoints)
     c2w = torch.eye(4, dtype=waypoints.dtype, device=waypoints.device).repeat(num_frames, 1, 1)
     c2w[:, :3, :3] = quaternion_to_rotation(slerp(quaternions[segment], quaternions[segment + 1], s))
     c2w[:, :3, 3] = torch.lerp(waypoints[segment, :3, 3], waypoints[segment + 1, :3, 3], s[:, None])
+    on_waypoint = s == 0  # frames that land on a waypoint are that pose exactly (81 poses -> every 4th of 21)
+    c2w[on_waypoint] = waypoints[segment[on_waypoint]]
     c2w[0], c2w[-1] = start, waypoints[-1]
     K = input_camera.K.expand(num_frames, 3, 3).clone()
     return Trajectory(name, Camera(K, c2w, input_camera.height, input_camera.width))
