@@ -19,6 +19,7 @@ from tasks.ray_pools import ModelCallTimeout, ModelHandles
 from worldstereo.config import Settings
 from worldstereo.pipeline.backends import GeneratedVideo, GenerationRequest
 from worldstereo.pipeline.local import read_input
+from worldstereo.pipeline.registry import make_backend
 from worldstereo.pipeline.runner import Models, Stage, run_stage
 from worldstereo.pipeline.scene import EXPORT, INIT, SceneContext, trajectory_names
 from worldstereo.storage.factory import open_store
@@ -73,7 +74,8 @@ def execute_stage(settings: Settings, scene_id: str, input_key: str, stage: Stag
     store = open_store(settings.storage)
     ctx = SceneContext(store, settings.storage.work_bucket, scene_id, settings)
     models = ActorModels(handles, scene_id)
-    ran = run_stage(ctx, stage, Models(models.estimate, models.generate, models.reconstruct),
+    clip = make_backend("generator", settings.generator, settings).clip_frames  # from settings: no weights load
+    ran = run_stage(ctx, stage, Models(models.estimate, models.generate, models.reconstruct, clip),
                     lambda: read_input(store, settings.storage.input_bucket, input_key, settings), names)
     markdown = scene_markdown(settings, scene_id) if stage.kind == EXPORT else None
     if stage.kind == INIT:

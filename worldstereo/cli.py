@@ -45,7 +45,7 @@ def samples(
 
 @app.command("upload")
 def upload_command(
-    images: Annotated[Optional[list[Path]], typer.Argument(help="Input images; their NAME.depth.npy / NAME.camera.json beside them go too.")] = None,
+    images: Annotated[Optional[list[Path]], typer.Argument(help="Input images (their NAME.depth.npy / NAME.camera.json beside them go too) or folders of inputs and release scene folders (SCENE/image.png + prompt.json).")] = None,
     prefix: Annotated[str, typer.Option(help="Key prefix in the input bucket, e.g. drops/.")] = "",
     samples: Annotated[bool, typer.Option(help="Upload the bundled synthetic samples (under samples/ unless --prefix).")] = False,
 ) -> None:
@@ -53,7 +53,7 @@ def upload_command(
     from worldstereo.config import load_settings
     from worldstereo.errors import InvalidInputError
     from worldstereo.storage import open_store
-    from worldstereo.storage.upload import upload_inputs
+    from worldstereo.storage.upload import upload_inputs, upload_tree
     from worldstereo.synthetic.upload import upload_samples
 
     if not images and not samples:
@@ -62,7 +62,10 @@ def upload_command(
     try:
         keys = upload_samples(settings, prefix or "samples/") if samples else []
         store = open_store(settings.storage)
-        keys += upload_inputs(store, settings.storage.input_bucket, images or [], prefix)
+        folders = [p for p in images or [] if p.is_dir()]
+        keys += upload_inputs(store, settings.storage.input_bucket, [p for p in images or [] if not p.is_dir()], prefix)
+        for folder in folders:
+            keys += upload_tree(store, settings.storage.input_bucket, folder, prefix)
     except InvalidInputError as exc:
         raise typer.BadParameter(str(exc), param_hint="IMAGES") from exc
     for key in keys:
@@ -101,8 +104,9 @@ def _settings(**overrides: object):
     from worldstereo.config import load_settings, with_overrides
 
     updates = {k: v for k, v in overrides.items() if v is not None}
-    if "num_frames" in updates:
-        updates["trajectory"] = {"num_frames": updates.pop("num_frames")}
+    trajectory = {k: updates.pop(k) for k in ("num_frames", "preset_set") if k in updates}
+    if trajectory:
+        updates["trajectory"] = trajectory
     try:
         return with_overrides(load_settings(), updates)
     except ValidationError as exc:
@@ -148,6 +152,40 @@ def run_scene_command(
         summary = process_scene(open_store(settings.storage), scene_id, scene, settings, progress)
     where = out / settings.storage.work_bucket / outputs_prefix(scene_id)
     emit(summary, f"scene {scene_id}: {summary['fused_points']} fused points -> {where}", json_path)
+
+
+@app.command("plan")
+def plan_command(
+    input_path: Annotated[Path, typer.Argument(help="Input image (sidecars beside it) or a release scene folder (image.png + prompt.json).")],
+    json_path: Annotated[Path, typer.Option("--json", help="Write each trajectory's cameras (w2c and K per pose) here.")],
+    preset_set: Annotated[Optional[str], typer.Option(help="paper | release")] = None,
+    depth: Annotated[Optional[str], typer.Option(help="Depth backend (default: the configured one).")] = None,
+    frames: Annotated[Optional[int], typer.Option(help="Frames per trajectory (paper: 81).")] = None,
+    scale: Annotated[Optional[float], typer.Option(help="Working resolution as a fraction of the 480p bucket.")] = None,
+    png: Annotated[Optional[Path], typer.Option(help="Also draw the camera paths over the initial cache (top view PNG).")] = None,
+) -> None:
+    """Plan an input's trajectories (depth included) without generating: cameras as JSON, optionally a picture."""
+    from worldstereo.pipeline.local import local_scene_id, read_local_input
+    from worldstereo.pipeline.plan_preview import plan_document, plan_png
+    from worldstereo.pipeline.registry import make_backend
+    from worldstereo.pipeline.scene import plan_scene
+
+    if preset_set not in (None, "paper", "release"):
+        raise typer.BadParameter("choose paper or release", param_hint="--preset-set")
+    settings = _settings(depth_backend=depth, num_frames=frames, resolution_scale=scale, preset_set=preset_set)
+    if input_path.is_dir():
+        input_path = next((p for p in sorted(input_path.glob("image.*")) if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")),
+                          input_path / "image.png")
+    scene = read_local_input(input_path, settings)
+    estimator = make_backend("depth", settings.depth_backend, settings)
+    estimator.setup()
+    state = plan_scene(settings, local_scene_id(input_path), scene, estimator.estimate(scene))
+    document = plan_document(state)
+    if png is not None:
+        png.parent.mkdir(parents=True, exist_ok=True)
+        png.write_bytes(plan_png(state))
+    names = ", ".join(f"{t['name']} ({len(t['w2c'])})" for t in document["trajectories"])
+    emit(document, f"{len(document['trajectories'])} trajectories: {names}" + (f"; wrote {png}" if png else ""), json_path)
 
 
 @app.command("eval")

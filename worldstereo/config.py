@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 TrajectoryName = Literal["orbit", "up", "right", "left"]
+ReleaseTrajectoryName = Literal["eloop", "up", "right", "left"]
 
 
 class StorageSettings(BaseModel):
@@ -58,6 +59,7 @@ class ModelPaths(BaseModel):
     wan_i2v: Path | None = None
     worldstereo_branches: Path | None = None
     worldmirror: Path | None = None
+    dinov2: Path | None = None  # DINOv2 (transformers Dinov2Model) for the released retrieval's reference reduction
     wan_i2v_dmd: Path | None = None  # Wan2.1-I2V layout (transformer/, vae/) with the DMD-distilled transformer
     prompt_embeds: Path | None = None  # safetensors: UMT5 prompt_embeds [512,4096], optional negative/CLIP image
 
@@ -73,11 +75,28 @@ class GeneratorSettings(BaseModel):
     shift: float = Field(default=5.0, gt=0.0)
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     offload: bool = False
+    # frames a weight-free generator (oracle, warp) makes of a planned trajectory, at linspace(0, planned-1, clip)
+    # of its poses; None: every planned pose. The released model's clip is 21.
+    clip_frames: int | None = Field(default=None, ge=2)
+
+
+class ReleasePresetSettings(BaseModel):
+    """The released reconstruction trajectories (``examples/reconstruction``): an ellipse loop in the image plane,
+    a rise about a horizontal axis, and half turns about the vertical through the point at depth ``d``."""
+
+    order: tuple[ReleaseTrajectoryName, ...] = ("eloop", "up", "right", "left")
+    eloop_rx_ratio: float = Field(default=0.3, gt=0.0)  # x median depth
+    eloop_ry_ratio: float = Field(default=0.4, gt=0.0)  # x median depth
+    up_deg: float = 45.0
+    up_radius_ratio: float = Field(default=1.0, gt=0.0)  # pivot of the rise, x median depth ahead
+    turn_deg: float = 180.0  # right / left
 
 
 class TrajectorySettings(BaseModel):
-    """Camera paths (paper Appendix C)."""
+    """Camera paths: the paper's presets (Appendix C) or the release's (``preset_set``)."""
 
+    preset_set: Literal["paper", "release"] = "paper"
+    release: ReleasePresetSettings = ReleasePresetSettings()
     order: tuple[TrajectoryName, ...] = ("orbit", "up", "right", "left")
     up_deg: float = 45.0
     left_deg: float = 90.0
@@ -100,8 +119,12 @@ class TrajectorySettings(BaseModel):
 
 
 class MemorySettings(BaseModel):
-    """Memory bank, retrieval (SSM) and 3D cache (GGM) parameters."""
+    """Memory bank, retrieval (SSM) and 3D cache (GGM) parameters. ``rules``: ``paper`` keeps every keyframe
+    and retrieves for ``N/4`` sampled targets; ``release`` keeps ``bank_frames`` frames per clip at the released
+    indices and retrieves one reference per target frame 1..20 (quality-aware furthest-point reduction)."""
 
+    rules: Literal["paper", "release"] = "paper"
+    bank_frames: int = Field(default=8, ge=1)  # release rules: frames of each clip entering the bank
     max_references: int = 8
     frustum_near: float = 0.1
     frustum_far: float = 10.0

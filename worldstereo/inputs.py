@@ -30,13 +30,27 @@ Input layout (files in a directory or objects under a key prefix; ``NAME`` is an
         it is: the ``oracle`` generator validates it).
 
 Without a camera file an image is a perspective view of unknown intrinsics and pose.
+
+Release folders (the public release's ``examples``): an image named ``image.png`` (any of the extensions; its
+content may be any accepted format) in a folder ``SCENE/`` with ``SCENE/prompt.json`` is a release scene. Its
+sidecars ``SCENE/image.depth.npy`` and ``SCENE/image.camera.json`` are read as above, and
+
+    SCENE/camera.json  (the ``examples/images`` layout)
+        {"extrinsic": [w2c 4x4, ...], "intrinsic": [K 3x3, ...], ...}: 81 or 21 OpenCV world-to-camera poses
+        and intrinsics in pixels of the image. The first pose and intrinsics are the input camera; the poses
+        are its one trajectory, ``camera`` (no presets).
+    SCENE/renders/traj_eloop/camera.json  (the ``examples/reconstruction`` layout, optional)
+        The same keys plus "width" and "height": its first pose and intrinsics (rescaled to the image) are the
+        input camera. Without ``camera.json`` the scene runs the presets.
+    SCENE/prompt.json
+        The prompt (``worldstereo.prompts.parse_prompt``).
 """
 
 from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Literal, get_args
 
 import numpy as np
@@ -59,6 +73,7 @@ from torch import Tensor
 from worldstereo.config import TrajectoryName
 from worldstereo.errors import InvalidInputError, InvalidKeyError
 from worldstereo.geometry.camera import Camera
+from worldstereo.prompts import parse_prompt
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 DEPTH_SUFFIX = ".depth.npy"
@@ -81,6 +96,8 @@ class SceneInput:
     camera: Camera | None
     scene: dict | None  # {"kind": ..., "seed": ...} of a synthetic scene
     paths: dict[str, Tensor] = field(default_factory=dict)  # custom trajectories: name -> c2w waypoints [W,4,4]
+    prompt: str | None = None
+    presets: bool = True  # plan the configured presets (a release folder with a camera path runs only that)
 
     @property
     def height(self) -> int:
@@ -110,6 +127,47 @@ def sidecar_keys(image_key: str) -> tuple[str, str]:
         raise InvalidKeyError(f"{image_key!r} is not an input image key ({', '.join(IMAGE_EXTENSIONS)})")
     stem = image_key.rpartition(".")[0]
     return stem + DEPTH_SUFFIX, stem + CAMERA_SUFFIX
+
+
+# --- release folders ------------------------------------------------------------------------------
+RELEASE_IMAGE_STEM = "image"
+RELEASE_PROMPT, RELEASE_CAMERA, RELEASE_RENDER_CAMERA = "prompt.json", "camera.json", "renders/traj_eloop/camera.json"
+RELEASE_PATH_NAME = "camera"
+
+
+def release_sidecar_keys(image_key: str) -> dict[str, str]:
+    """``{"prompt", "camera", "render_camera"}`` keys beside a release folder's ``SCENE/image.*``; ``{}`` otherwise."""
+    folder, _, name = image_key.rpartition("/")
+    if not folder or name.rpartition(".")[0] != RELEASE_IMAGE_STEM or not is_input_image(image_key):
+        return {}
+    return {"prompt": f"{folder}/{RELEASE_PROMPT}", "camera": f"{folder}/{RELEASE_CAMERA}",
+            "render_camera": f"{folder}/{RELEASE_RENDER_CAMERA}"}
+
+
+class _ReleaseCameraFile(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)  # motion_list, type, ... are descriptive only
+
+    extrinsic: Annotated[list[Pose], Field(min_length=2)]
+    intrinsic: Annotated[list[tuple[Row3, Row3, Row3]], Field(min_length=1)]
+    width: PositiveInt | None = None
+    height: PositiveInt | None = None
+
+
+def _release_camera(data: bytes, name: str, height: int, width: int) -> tuple[Camera, Tensor]:
+    """The input camera (first pose, first intrinsics at the image's size) and all poses as c2w ``[N,4,4]``."""
+    try:
+        document = _ReleaseCameraFile.model_validate_json(data)
+    except ValidationError as error:
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'document'}: {e['msg']}" for e in error.errors())
+        raise InvalidInputError(f"malformed {name} (release layout: extrinsic w2c and intrinsic lists): {detail}") from None
+    if len(document.intrinsic) not in (1, len(document.extrinsic)):
+        raise InvalidInputError(f"{name} has {len(document.extrinsic)} extrinsics but {len(document.intrinsic)} intrinsics")
+    K = torch.tensor(document.intrinsic[0], dtype=torch.float64)
+    if document.width and document.height:  # intrinsics of a stated size, rescaled to the image
+        K[0] *= width / document.width
+        K[1] *= height / document.height
+    c2w = torch.linalg.inv(torch.tensor(document.extrinsic, dtype=torch.float64))
+    return Camera(K[None], c2w[:1], height, width), c2w
 
 
 # --- camera file ------------------------------------------------------------------------------
@@ -290,9 +348,17 @@ def _check_stated_size(document: _CameraFile, height: int, width: int) -> None:
 
 
 def load_input(
-    image_bytes: bytes, depth_bytes: bytes | None, camera_json: bytes | None, *, max_pixels: int
+    image_bytes: bytes,
+    depth_bytes: bytes | None,
+    camera_json: bytes | None,
+    *,
+    max_pixels: int,
+    release_files: dict[str, bytes] | None = None,
 ) -> SceneInput:
-    """Validate and decode one input; raises ``InvalidInputError`` with the reason on bad input."""
+    """Validate and decode one input; raises ``InvalidInputError`` with the reason on bad input.
+
+    ``release_files`` maps the present ``release_sidecar_keys`` roles to their bytes (a release folder).
+    """
     document = None if camera_json is None else _parse_camera_file(camera_json)
     rgb = _decode_image(image_bytes, max_pixels)
     height, width = rgb.shape[:2]
@@ -305,7 +371,7 @@ def load_input(
     if isinstance(document, _PerspectiveFile):
         K = torch.tensor(document.K, dtype=torch.float64)[None]
         camera = Camera(K, torch.tensor(document.c2w, dtype=torch.float64)[None], height, width)
-    return SceneInput(
+    scene_input = SceneInput(
         kind=kind,
         rgb=rgb,
         depth=None if depth_bytes is None else _decode_depth(depth_bytes, (height, width)),
@@ -313,3 +379,18 @@ def load_input(
         scene=None if document is None or document.scene is None else dict(document.scene),
         paths={path.name: torch.tensor(path.c2w, dtype=torch.float64) for path in getattr(document, "trajectories", [])},
     )
+    return _with_release_files(scene_input, release_files or {}, document is None)
+
+
+def _with_release_files(scene_input: SceneInput, files: dict[str, bytes], no_camera_file: bool) -> SceneInput:
+    """A release folder's prompt, and (unless a camera file gave one) its camera and camera path."""
+    updates: dict = {}
+    if "prompt" in files:
+        updates["prompt"] = parse_prompt(files["prompt"], RELEASE_PROMPT)
+    size = (scene_input.height, scene_input.width)
+    if no_camera_file and "camera" in files:
+        camera, c2w = _release_camera(files["camera"], RELEASE_CAMERA, *size)
+        updates.update(camera=camera, paths={RELEASE_PATH_NAME: c2w}, presets=False)
+    elif no_camera_file and "render_camera" in files:
+        updates["camera"] = _release_camera(files["render_camera"], RELEASE_RENDER_CAMERA, *size)[0]
+    return replace(scene_input, **updates) if updates else scene_input

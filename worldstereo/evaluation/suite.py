@@ -128,9 +128,9 @@ def evaluate_case(case: EvalCase, settings: Settings, root: Path) -> SceneScores
     fused = _read_ply(store.get_file(ctx.bucket, output_key(case.name, "exports", "fused.ply"), root / "fused.ply"))
     if case.synthetic_kind is not None:
         scene = make_scene(case.synthetic_kind, seed=int((init.scene_spec or {}).get("seed", 0)))
-        # the cameras as the pipeline used them (float32), so an exact generator scores exactly
-        views = {name: scene.render(t.cameras.to(dtype=torch.float32)) for name, _, t in init.plans}
-        truth = visible_surface([t.cameras for _, _, t in init.plans], [v.depth for v in views.values()])
+        # the cameras as the pipeline generated them (the clip's, float32), so an exact generator scores exactly
+        views = {name: scene.render(t.cameras.to(dtype=torch.float32)) for name, _, t in final.plans}
+        truth = visible_surface([t.cameras for _, _, t in final.plans], [v.depth for v in views.values()])
         image_psnr, image_ssim = _image_scores(final, {name: v.rgb for name, v in views.items()})
     else:
         truth = _read_ply(case.gt_cloud)

@@ -1,6 +1,10 @@
-"""Camera trajectories around a single input view (paper Appendix C) and their JSON form.
+"""Camera trajectories around a single input view (paper Appendix C, or the release's presets) and their JSON form.
 
-Every preset starts exactly at the input camera, keeps its intrinsics and keeps looking at the
+Two preset sets (``TrajectorySettings.preset_set``). ``paper``: the presets below. ``release``: the released
+reconstruction trajectories (``eloop``, ``up``, ``right``, ``left``; see ``_release_path``), whose ``up`` and
+half turns move about the world's vertical rather than the camera's own axes. Both are shrunk alike.
+
+Every paper preset starts exactly at the input camera, keeps its intrinsics and keeps looking at the
 rotation centre ``c = C + d * forward`` (``C`` the input camera position, ``d`` the scene's median
 depth), with the input camera's up direction (its ``-y`` axis) as the up vector:
 
@@ -38,7 +42,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +87,7 @@ def plan_trajectories(
     depth: Tensor | None = None,
     cache_points: Tensor | None = None,
 ) -> list[Trajectory]:
-    """The configured presets in ``settings.order``, shrunk where they would collide with the scene."""
+    """The configured preset set in its order, each shrunk where it would collide with the scene."""
     if len(input_camera) != 1:
         raise InvalidInputError(f"the planner takes exactly one input camera, got {len(input_camera)}")
     if not math.isfinite(median_depth) or median_depth <= 0:
@@ -95,7 +99,12 @@ def plan_trajectories(
             f"depth must be {(input_camera.height, input_camera.width)}, got {tuple(depth.shape)}"
         )
     collides = _CollisionTest(input_camera, median_depth, depth, cache_points, settings)
-    return [_plan_one(name, input_camera, median_depth, settings, collides) for name in settings.order]
+    return [_plan_one(name, input_camera, median_depth, settings, collides) for name in preset_order(settings)]
+
+
+def preset_order(settings: TrajectorySettings) -> tuple[str, ...]:
+    """The trajectory names of the configured preset set, in run order."""
+    return settings.release.order if settings.preset_set == "release" else settings.order
 
 
 def _plan_one(
@@ -106,41 +115,97 @@ def _plan_one(
     collides: _CollisionTest,
 ) -> Trajectory:
     start = camera.c2w[0]
-    right, up, forward = start[:3, 0], -start[:3, 1], start[:3, 2]
-    center = start[:3, 3] + d * forward
     t = torch.linspace(0.0, 1.0, settings.num_frames, dtype=camera.dtype, device=camera.device)
-    if name == "orbit":
-        radius, angle = settings.orbit_radius_ratio * d, 360.0
-
-        def path(fraction: float) -> Tensor:  # closed ellipse through C in the image plane
-            phi = 2 * math.pi * t[:, None]
-            rx, ry = fraction * radius, fraction * radius * settings.orbit_aspect
-            eyes = start[:3, 3] + rx * (torch.cos(phi) - 1) * right + ry * torch.sin(phi) * up
-            return look_at(eyes, center, up)
-    else:
-        axis, angle = {
-            "up": (-right, settings.up_deg),
-            "right": (up, settings.right_deg),
-            "left": (-up, settings.left_deg),
-        }[name]
-        radius = d
-
-        def path(fraction: float) -> Tensor:  # rigid arc of radius d about the centre
-            rotations = _rotation_about_axis(axis, torch.deg2rad(fraction * angle * t))
-            c2w = start.expand(len(t), 4, 4).clone()
-            c2w[:, :3, :3] = rotations @ start[:3, :3]
-            c2w[:, :3, 3] = center + rotations @ (start[:3, 3] - center)
-            return c2w
-
+    planner = _release_path if settings.preset_set == "release" else _paper_path
+    path, center, radius, angle, scales_radius = planner(name, start, d, settings, t)
     fraction = 1.0
     while settings.shrink_for_collisions and fraction > settings.min_fraction and collides(path(fraction)[:, :3, 3]):
         fraction = max(fraction * settings.shrink_factor, settings.min_fraction)
     c2w = path(fraction)
     c2w[0] = start
     cameras = Camera(camera.K.expand(len(c2w), 3, 3).clone(), c2w, camera.height, camera.width)
-    if name == "orbit":
+    if scales_radius:
         return Trajectory(name, cameras, center, radius * fraction, angle, fraction)
     return Trajectory(name, cameras, center, radius, angle * fraction, fraction)
+
+
+PathFn = Callable[[float], Tensor]
+
+
+def _paper_path(name: str, start: Tensor, d: float, settings: TrajectorySettings, t: Tensor):
+    """The paper's presets: ``orbit`` (a circle in the image plane) and arcs about the camera's own axes."""
+    right, up, forward = start[:3, 0], -start[:3, 1], start[:3, 2]
+    center = start[:3, 3] + d * forward
+    if name == "orbit":
+        radius = settings.orbit_radius_ratio * d
+
+        def orbit(fraction: float) -> Tensor:  # closed ellipse through C in the image plane
+            phi = 2 * math.pi * t[:, None]
+            rx, ry = fraction * radius, fraction * radius * settings.orbit_aspect
+            eyes = start[:3, 3] + rx * (torch.cos(phi) - 1) * right + ry * torch.sin(phi) * up
+            return look_at(eyes, center, up)
+
+        return orbit, center, radius, 360.0, True
+    axis, angle = {"up": (-right, settings.up_deg), "right": (up, settings.right_deg),
+                   "left": (-up, settings.left_deg)}[name]
+    return _arc(start, center, axis, angle, t), center, d, angle, False
+
+
+def _release_path(name: str, start: Tensor, d: float, settings: TrajectorySettings, t: Tensor):
+    """The released presets: ``eloop`` in the start camera's frame, ``up``/``right``/``left`` about world axes.
+
+    ``eloop``: frame ``i`` at angle ``a = 2 pi i / (N-1)`` sits at ``(rx sin a, ry (cos a - 1), 0)`` in the start
+    camera's frame, looking at ``(0, 0, d)`` with the start camera's up. ``up``: a rigid rotation of the start
+    pose about the horizontal axis through ``P = C + up_radius_ratio d h`` (``h`` the horizontal forward), the
+    camera rising. ``right``/``left``: a rigid rotation about the vertical through ``c = C + d forward``.
+    """
+    release = settings.release
+    up, forward = -start[:3, 1], start[:3, 2]
+    eye = start[:3, 3]
+    center = eye + d * forward
+    if name == "eloop":
+        rx, ry = release.eloop_rx_ratio * d, release.eloop_ry_ratio * d
+
+        def eloop(fraction: float) -> Tensor:
+            a = 2 * math.pi * t
+            local = torch.stack([fraction * rx * torch.sin(a), fraction * ry * (torch.cos(a) - 1), torch.zeros_like(a)], -1)
+            return look_at(eye + local @ start[:3, :3].T, center, up)
+
+        return eloop, center, rx, 360.0, True
+    vertical = world_vertical(start)
+    if name == "up":
+        horizontal = torch.nn.functional.normalize(forward - (forward @ vertical) * vertical, dim=0)
+        pivot = eye + release.up_radius_ratio * d * horizontal
+        axis = torch.linalg.cross(vertical, horizontal, dim=0)
+        return _arc(start, pivot, axis, release.up_deg, t), pivot, release.up_radius_ratio * d, release.up_deg, False
+    axis = vertical if name == "right" else -vertical
+    return _arc(start, center, axis, release.turn_deg, t), center, d, release.turn_deg, False
+
+
+def _arc(start: Tensor, center: Tensor, axis: Tensor, angle: float, t: Tensor) -> PathFn:
+    """The start pose rotated rigidly about ``axis`` through ``center`` by ``fraction * angle * t`` degrees."""
+
+    def path(fraction: float) -> Tensor:
+        rotations = _rotation_about_axis(axis, torch.deg2rad(fraction * angle * t))
+        c2w = start.expand(len(t), 4, 4).clone()
+        c2w[:, :3, :3] = rotations @ start[:3, :3]
+        c2w[:, :3, 3] = center + rotations @ (start[:3, 3] - center)
+        return c2w
+
+    return path
+
+
+def world_vertical(c2w: Tensor) -> Tensor:
+    """World up ``[3]``: the signed world axis nearest the camera's up (its ``-y`` column).
+
+    Gravity-aligned worlds are axis-aligned (the release's OpenCV worlds are y-down, panoramas z-up), so a
+    camera pitched or rolled by less than 45 degrees finds its world's vertical.
+    """
+    up = -c2w[:3, 1]
+    axis = int(up.abs().argmax())
+    vertical = torch.zeros_like(up)
+    vertical[axis] = torch.sign(up[axis])
+    return vertical
 
 
 def custom_trajectory(name: str, input_camera: Camera, waypoints: Tensor, num_frames: int) -> Trajectory:
@@ -166,12 +231,15 @@ def custom_trajectory(name: str, input_camera: Camera, waypoints: Tensor, num_fr
     if len(waypoints) == 1:
         raise InvalidInputError(f"custom path {name!r} never leaves the input camera")
     t = torch.linspace(0, len(waypoints) - 1, num_frames, dtype=waypoints.dtype, device=waypoints.device)
+    t = torch.where((t - t.round()).abs() < 1e-9, t.round(), t)
     segment = t.floor().long().clamp(max=len(waypoints) - 2)
     s = t - segment
     quaternions = rotation_to_quaternion(waypoints[:, :3, :3]).to(waypoints)
     c2w = torch.eye(4, dtype=waypoints.dtype, device=waypoints.device).repeat(num_frames, 1, 1)
     c2w[:, :3, :3] = quaternion_to_rotation(slerp(quaternions[segment], quaternions[segment + 1], s))
     c2w[:, :3, 3] = torch.lerp(waypoints[segment, :3, 3], waypoints[segment + 1, :3, 3], s[:, None])
+    on_waypoint = s == 0  # frames that land on a waypoint are that pose exactly (81 poses -> every 4th of 21)
+    c2w[on_waypoint] = waypoints[segment[on_waypoint]]
     c2w[0], c2w[-1] = start, waypoints[-1]
     K = input_camera.K.expand(num_frames, 3, 3).clone()
     return Trajectory(name, Camera(K, c2w, input_camera.height, input_camera.width))

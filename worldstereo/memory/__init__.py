@@ -1,6 +1,6 @@
 """Geometric memories: the 2D memory bank with frustum retrieval and pointmaps (SSM), the 3D cache (GGM)."""
 
-from worldstereo.memory.bank import MemoryBank, MemoryFrame
+from worldstereo.memory.bank import MemoryBank, MemoryFrame, released_bank_indices
 from worldstereo.memory.cache import Cache3D, UpdateReport, overlap_correspondences
 from worldstereo.memory.pointmap import PointmapPair, pointmap_pair, pointmap_pairs
 from worldstereo.memory.retrieval import (
@@ -8,6 +8,7 @@ from worldstereo.memory.retrieval import (
     frustum_corners,
     frustum_overlap_scores,
     retrieve_references,
+    retrieve_released,
 )
 
 __all__ = [
@@ -22,5 +23,7 @@ __all__ = [
     "overlap_correspondences",
     "pointmap_pair",
     "pointmap_pairs",
+    "released_bank_indices",
     "retrieve_references",
+    "retrieve_released",
 ]

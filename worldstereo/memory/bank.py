@@ -22,6 +22,17 @@ _ARRAYS = "memory_bank.npz"
 _MANIFEST = "memory_bank.json"
 
 
+def released_bank_indices(num_frames: int, count: int) -> list[int]:
+    """Frames of a clip that enter the bank under the released rules: ``count`` frames after frame 0, ending at
+    the last, the larger gaps first (21 frames, 8 -> 3,6,9,12,14,16,18,20; 4 -> 5,10,15,20)."""
+    if num_frames < 2 or count < 1:
+        raise InvalidInputError(f"need a clip of at least 2 frames and count >= 1, got {num_frames}, {count}")
+    count = min(count, num_frames - 1)
+    base, extra = divmod(num_frames - 1, count)
+    gaps = [base + 1] * extra + [base] * (count - extra)
+    return torch.tensor(gaps).cumsum(0).tolist()
+
+
 @dataclass(frozen=True)
 class MemoryFrame:
     """One stored frame: ``image`` ``[H,W,3]``, its ``camera`` (one camera), where it came from and its frame index there."""

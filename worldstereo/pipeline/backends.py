@@ -57,15 +57,21 @@ class DepthEstimator(Backend):
 
 @dataclass(frozen=True)
 class References:
-    """SSM conditions: retrieved memory-bank frames for the uniformly sampled target frames."""
+    """SSM conditions: retrieved memory-bank frames, each paired with a target frame of the clip.
 
-    target_indices: Tensor  # [F] frame indices in the trajectory
+    Paper rules: one per uniformly sampled target (``F`` pairs). Release rules: the ``R <= 8`` distinct references
+    in order of first appearance, each paired with the clip frame where it was first chosen (``ref_index`` = that
+    frame - 1, the released model's slot 0..19).
+    """
+
+    target_indices: Tensor  # [F] frame indices in the clip
     images: Tensor  # [F,H,W,3]
     cameras: Camera  # F
     scores: Tensor  # [F] frustum-overlap scores
     bank_indices: Tensor  # [F] indices into the memory bank
     target_pointmaps: Tensor  # [F,H,W,3] colourised world xyz seen by the target
     reference_pointmaps: Tensor  # [F,H,W,3] the same normalisation, seen by the reference
+    ref_index: Tensor | None = None  # [R] release rules: target slot (frames 1..20 -> 0..19) of first choice
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,12 @@ class VideoGenerator(Backend):
 
     @abstractmethod
     def generate(self, request: GenerationRequest) -> GeneratedVideo: ...
+
+    def clip_frames(self, planned: int) -> int:
+        """Frames generated for a trajectory planned with ``planned`` poses (default: ``generation.clip_frames``)."""
+        from worldstereo.pipeline.clips import clip_length
+
+        return clip_length(self.settings, planned)
 
 
 class Reconstructor(Backend):

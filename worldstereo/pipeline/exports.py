@@ -16,6 +16,7 @@ from worldstereo.geometry.camera import Camera
 from worldstereo.geometry.ply import ply_bytes as write_ply
 from worldstereo.geometry.rotations import rotation_to_quaternion
 from worldstereo.memory.bank import MemoryBank
+from worldstereo.pipeline.export_worldmirror import FOLDER, worldmirror_files
 from worldstereo.pipeline.media import encode_jpegs
 from worldstereo.pipeline.scene import EXPORT, INIT, TRAJECTORY, SceneContext, StageResult
 
@@ -104,6 +105,7 @@ def run_export(ctx: SceneContext, names: list[str]) -> StageResult:
     keys = [put(ctx.states.key("exports", "fused.ply"), ply_bytes(state.cache.points, state.cache.colors))]
     cameras, image_names, images = _bank_views(state.bank)
     keys += [put(ctx.states.key("exports", "images", n), data) for n, data in zip(image_names, encode_jpegs(images))]
+    keys += [put(ctx.states.key("exports", FOLDER, n), data) for n, data in worldmirror_files(state.bank).items()]
     all_cameras = {name: cameras_json(trajectory.cameras, [f"{name}_{i:03d}" for i in range(len(trajectory))])
                    for name, _, trajectory in state.plans}
     keys.append(put(ctx.states.key("exports", "cameras.json"), json.dumps(all_cameras).encode()))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from worldstereo.config import Settings
 from worldstereo.errors import InvalidInputError
-from worldstereo.inputs import SceneInput, load_input, sidecar_keys
+from worldstereo.inputs import SceneInput, load_input, release_sidecar_keys, sidecar_keys
 from worldstereo.pipeline.registry import make_backends
 from worldstereo.pipeline.runner import StageEvent, run_scene
 from worldstereo.pipeline.scene import SceneContext
@@ -17,20 +17,24 @@ from worldstereo.storage.keys import output_key, scene_id_from_key
 
 
 def read_input(store: ObjectStore, bucket: str, key: str, settings: Settings) -> SceneInput:
-    """An input image and its sidecars (depth, camera) from the store, validated."""
+    """An input image and its sidecars (depth, camera; a release folder's files) from the store, validated."""
     depth_key, camera_key = sidecar_keys(key)
     optional = {k: store.get_bytes(bucket, k) if store.exists(bucket, k) else None for k in (depth_key, camera_key)}
+    release = {role: store.get_bytes(bucket, k) for role, k in release_sidecar_keys(key).items() if store.exists(bucket, k)}
     return load_input(store.get_bytes(bucket, key), optional[depth_key], optional[camera_key],
-                      max_pixels=settings.max_input_pixels)
+                      max_pixels=settings.max_input_pixels, release_files=release)
 
 
 def read_local_input(path: Path, settings: Settings) -> SceneInput:
-    """An input image and its sidecars from the local file system, validated."""
+    """An input image and its sidecars (a release folder's files too) from the local file system, validated."""
     if not path.is_file():
         raise InvalidInputError(f"no input image at {path}")
     depth_name, camera_name = (Path(k).name for k in sidecar_keys(path.name))
     optional = [p.read_bytes() if p.is_file() else None for p in (path.with_name(depth_name), path.with_name(camera_name))]
-    return load_input(path.read_bytes(), *optional, max_pixels=settings.max_input_pixels)
+    folder = path.parent
+    release = {role: (folder.parent / k).read_bytes()
+               for role, k in release_sidecar_keys(f"{folder.name}/{path.name}").items() if (folder.parent / k).is_file()}
+    return load_input(path.read_bytes(), *optional, max_pixels=settings.max_input_pixels, release_files=release)
 
 
 def process_scene(
@@ -43,7 +47,8 @@ def process_scene(
     """Run or resume every stage of one scene with locally set-up backends; returns the scene summary."""
     depth, generator, reconstructor = make_backends(settings)
     ctx = SceneContext(store, settings.storage.work_bucket, scene_id, settings)
-    for event in run_scene(ctx, scene, depth.estimate, generator.generate, reconstructor.reconstruct):
+    for event in run_scene(ctx, scene, depth.estimate, generator.generate, reconstructor.reconstruct,
+                           generator.clip_frames):
         on_event(event)
     return json.loads(store.get_bytes(ctx.bucket, output_key(scene_id, "summary.json")))
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from worldstereo.inputs import SceneInput
+from worldstereo.pipeline.clips import ClipFn
 from worldstereo.pipeline.exports import run_export
 from worldstereo.pipeline.scene import (
     EXPORT,
@@ -40,11 +41,13 @@ class Stage:
 
 @dataclass(frozen=True)
 class Models:
-    """The three model calls a scene makes, wherever the models run."""
+    """The three model calls a scene makes, wherever the models run, and the generator's clip length
+    (``clip_frames``; ``None``: ``generation.clip_frames``)."""
 
     estimate: DepthFn
     generate: GenerateFn
     reconstruct: ReconstructFn
+    clip: ClipFn | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ def run_stage(ctx: SceneContext, stage: Stage, models: Models, read_scene: Calla
     if stage.kind == INIT:
         run_init(ctx, read_scene(), models.estimate)
     elif stage.kind == TRAJECTORY:
-        run_trajectory(ctx, stage.trajectory, models.generate, models.reconstruct, names)
+        run_trajectory(ctx, stage.trajectory, models.generate, models.reconstruct, names, models.clip)
     elif stage.kind == EXPORT:
         run_export(ctx, names if names is not None else trajectory_names(ctx))
     else:
@@ -80,9 +83,9 @@ def run_stage(ctx: SceneContext, stage: Stage, models: Models, read_scene: Calla
 
 
 def run_scene(ctx: SceneContext, scene: SceneInput, depth_fn: DepthFn, generate_fn: GenerateFn,
-              reconstruct_fn: ReconstructFn) -> Iterator[StageEvent]:
+              reconstruct_fn: ReconstructFn, clip_fn: ClipFn | None = None) -> Iterator[StageEvent]:
     """Run (or resume) every stage of one scene in this process, yielding progress after each."""
-    models = Models(depth_fn, generate_fn, reconstruct_fn)
+    models = Models(depth_fn, generate_fn, reconstruct_fn, clip_fn)
     ran = run_stage(ctx, Stage(INIT), models, lambda: scene)
     names = trajectory_names(ctx)
     total = len(names) + 2

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from worldstereo.config import Settings
+from worldstereo.errors import ConfigurationError
 from worldstereo.geometry.buckets import fit_to_bucket, nearest_bucket
 from worldstereo.geometry.camera import Camera
 from worldstereo.geometry.panorama import panorama_point_cloud, split_panorama
@@ -33,15 +34,13 @@ from worldstereo.geometry.trajectory import (
 from worldstereo.inputs import SceneInput
 from worldstereo.memory.bank import MemoryBank
 from worldstereo.memory.cache import Cache3D, overlap_correspondences
-from worldstereo.memory.pointmap import pointmap_pairs
-from worldstereo.memory.retrieval import retrieve_references
 from worldstereo.pipeline.backends import (
     DepthEstimate,
     GeneratedVideo,
     GenerationRequest,
     Reconstruction,
-    References,
 )
+from worldstereo.pipeline.clips import ClipFn, bank_frames, clip_indices, clip_length, gather_references
 from worldstereo.pipeline.media import encode_video_later
 from worldstereo.pipeline.state import SceneState, Start, StateStore
 from worldstereo.pipeline.timing import step
@@ -101,17 +100,21 @@ def working_size(settings: Settings, height: int, width: int) -> tuple[int, int]
 # --- init --------------------------------------------------------------------------------------------------
 def initial_state(ctx: SceneContext, scene: SceneInput, estimate: DepthEstimate) -> SceneState:
     """Initial 3D cache and memory bank from the input, and the planned trajectories."""
-    settings = ctx.settings
+    return plan_scene(ctx.settings, ctx.scene_id, scene, estimate)
+
+
+def plan_scene(settings: Settings, scene_id: str, scene: SceneInput, estimate: DepthEstimate) -> SceneState:
+    """The initial state of a scene from its input and depth, without a store (``worldstereo plan`` previews it)."""
     start = _panorama_start if scene.kind == "panorama" else _perspective_start
     starts, cache, bank = start(settings, scene, estimate)
     plans = []
-    for index, start in enumerate(starts):
+    for index, start in enumerate(starts if scene.presets else []):
         for trajectory in plan_trajectories(start.camera, _median(start.depth), settings.trajectory,
                                             depth=start.depth, cache_points=cache.points):
             plans.append((f"{start.name}_{trajectory.name}" if start.name else trajectory.name, index, trajectory))
     for name, waypoints in scene.paths.items():  # custom paths: perspective inputs, from their one start
         plans.append((name, 0, custom_trajectory(name, starts[0].camera, waypoints, settings.trajectory.num_frames)))
-    return SceneState(ctx.scene_id, scene.kind, cache, bank, starts, plans, scene.scene, cache.voxel_size)
+    return SceneState(scene_id, scene.kind, cache, bank, starts, plans, scene.scene, cache.voxel_size)
 
 
 def _median(depth: torch.Tensor) -> float:
@@ -173,34 +176,18 @@ def _previous(names: list[str], name: str) -> str:
     return INIT if index == 0 else names[index - 1]
 
 
-def build_request(ctx: SceneContext, state: SceneState, name: str) -> GenerationRequest:
-    """GGM renders, Plücker rays and SSM references for one planned trajectory."""
+def build_request(ctx: SceneContext, state: SceneState, name: str, clip: int | None = None) -> GenerationRequest:
+    """GGM renders, Plücker rays and SSM references for the ``clip`` generated poses of one planned trajectory."""
     settings = ctx.settings
     _, start_index, trajectory = next(p for p in state.plans if p[0] == name)
     start = state.starts[start_index]
-    cameras = trajectory.cameras.to(device=state.cache.points.device, dtype=torch.float32)
+    planned = len(trajectory.cameras)
+    cameras = trajectory.cameras[clip_indices(planned, clip or planned)]
+    cameras = cameras.to(device=state.cache.points.device, dtype=torch.float32)
     with step("ggm_render"):
         ggm, xyz = state.cache.render_with_xyz(cameras, radius=settings.memory.splat_radius)
         ggm = with_given_frame(ggm, start.image, start.depth)
-    with step("retrieval"):
-        retrieval = retrieve_references(cameras, state.bank, max_references=settings.memory.max_references,
-                                        near=settings.memory.frustum_near, far=settings.memory.frustum_far)
-        frames = [state.bank[int(i)] for i in retrieval.reference_indices]
-        reference_cameras = Camera.cat([f.camera.to(cameras.device, torch.float32) for f in frames])
-    with step("pointmaps"):
-        targets = retrieval.target_indices
-        pointmaps = pointmap_pairs(state.cache.points, cameras[targets], reference_cameras,
-                                   radius=settings.memory.splat_radius,
-                                   target_xyz=CacheRender(xyz.rgb[targets], xyz.depth[targets], xyz.mask[targets]))
-    references = References(
-        target_indices=retrieval.target_indices,
-        images=torch.stack([f.image for f in frames]),
-        cameras=reference_cameras,
-        scores=retrieval.scores,
-        bank_indices=retrieval.reference_indices,
-        target_pointmaps=pointmaps.target,
-        reference_pointmaps=pointmaps.reference,
-    )
+    references = gather_references(settings, state.bank, state.cache, cameras, planned, xyz)
     with step("plucker"):
         plucker = plucker_rays(cameras)
     return GenerationRequest(ctx.scene_id, name, start.image, cameras, ggm, plucker, references,
@@ -215,23 +202,31 @@ def with_given_frame(render: CacheRender, image: torch.Tensor, depth: torch.Tens
 
 
 def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, reconstruct_fn: ReconstructFn,
-                   names: list[str] | None = None) -> StageResult:
-    """One trajectory: condition, generate, reconstruct, merge into the cache, extend the memory bank."""
+                   names: list[str] | None = None, clip_fn: ClipFn | None = None) -> StageResult:
+    """One trajectory: condition, generate, reconstruct, merge into the cache, extend the memory bank.
+
+    ``clip_fn`` (the generator's ``clip_frames``; default ``generation.clip_frames``) sets how many of the
+    planned poses are generated.
+    """
     started = time.perf_counter()
     names = names or trajectory_names(ctx)
     with step("snapshot_load"):
         state = ctx.states.load(_previous(names, name))
         state.cache = state.cache.to(ctx.settings.resolved_device())  # geometry stays on the generator's device
-    request = build_request(ctx, state, name)
+    plan = next(i for i, p in enumerate(state.plans) if p[0] == name)
+    planned = len(state.plans[plan][2])
+    request = build_request(ctx, state, name, (clip_fn or (lambda n: clip_length(ctx.settings, n)))(planned))
     fps = ctx.settings.video_fps
     encodes = [encode_video_later(request.ggm.rgb, fps)]  # both encodes overlap the steps that follow
     with step("generate"):
         video = generate_fn(request)
+    if len(video.frames) != len(request.cameras):
+        raise ConfigurationError(f"the generator made {len(video.frames)} frames for a clip of {len(request.cameras)}")
     encodes.insert(0, encode_video_later(video.frames, fps))
     with step("reconstruct"):
         recon = reconstruct_fn(video, request)
     with step("cache_update"):
-        keyframes = keyframe_indices(len(video.frames), ctx.settings.trajectory.keyframes)
+        keyframes = keyframe_indices(len(video.frames), min(ctx.settings.trajectory.keyframes, len(video.frames)))
         points, colors, valid = recon.points[keyframes], recon.colors[keyframes], recon.valid[keyframes]
         anchors = (None, None)
         if recon.frame == "relative":
@@ -239,7 +234,10 @@ def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, recons
         report = state.cache.update(points[valid], colors[valid].float(), name, anchor_src=anchors[0],
                                     anchor_dst=anchors[1], align="none" if recon.frame == "world" else "robust")
     with step("bank_update"):
-        state.bank.add(video.frames.cpu(), request.cameras.to("cpu"), name, frames=keyframes)
+        state.bank.add(video.frames.cpu(), request.cameras.to("cpu"), name,
+                       frames=bank_frames(ctx.settings, len(video.frames)))
+    _, start_index, trajectory = state.plans[plan]  # a run trajectory keeps the cameras it was generated at
+    state.plans[plan] = (name, start_index, replace(trajectory, cameras=request.cameras.to("cpu", torch.float64)))
     keys = [ctx.states.key(name, "video.mp4"), ctx.states.key(name, "condition.mp4"),
             ctx.states.key(name, "cameras.json")]
     cameras = {"requested": trajectory_to_json(Trajectory(name, request.cameras)),
