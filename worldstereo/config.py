@@ -53,6 +53,7 @@ class ModelPaths(BaseModel):
     worldmirror: Path | None = None
     wan_i2v_dmd: Path | None = None  # Wan2.1-I2V layout (transformer/, vae/) with the DMD-distilled transformer
     prompt_embeds: Path | None = None  # safetensors: UMT5 prompt_embeds [512,4096], optional negative/CLIP image
+    worldstereo_release: Path | None = None  # worldstereo-{camera,memory,memory-dmd}/ (config.json + model.safetensors)
 
 
 class GeneratorSettings(BaseModel):
@@ -66,6 +67,10 @@ class GeneratorSettings(BaseModel):
     shift: float = Field(default=5.0, gt=0.0)
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     offload: bool = False
+    # The released model (generator ``worldstereo``): its sampler follows the variant's config (UniPC + CFG for
+    # camera/memory, flow DMD for memory-dmd); ``steps``/``guidance`` above override its defaults.
+    variant: Literal["camera", "memory", "memory-dmd"] = "memory-dmd"
+    default_prompt: str = ""  # when an input has no prompt sidecar
 
 
 class TrajectorySettings(BaseModel):

@@ -66,6 +66,7 @@ class References:
     bank_indices: Tensor  # [F] indices into the memory bank
     target_pointmaps: Tensor  # [F,H,W,3] colourised world xyz seen by the target
     reference_pointmaps: Tensor  # [F,H,W,3] the same normalisation, seen by the reference
+    ref_index: Tensor | None = None  # [R] target slot (frames 1..20 -> 0..19) where each reference was first chosen
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class GenerationRequest:
     references: References
     scene_spec: dict | None = None  # synthetic inputs name their ground-truth scene
     seed: int = 0
+    prompt: str | None = None  # the scene's caption (prompt sidecar); None: the generator's default
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,10 @@ class Reconstruction:
 
 class VideoGenerator(Backend):
     """Camera-guided video generation conditioned on GGM and SSM."""
+
+    def clip_frames(self, planned: int) -> int:
+        """How many frames this generator produces for a trajectory planned with ``planned`` poses."""
+        return planned
 
     @abstractmethod
     def generate(self, request: GenerationRequest) -> GeneratedVideo: ...
