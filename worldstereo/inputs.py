@@ -9,6 +9,9 @@ Input layout (files in a directory or objects under a key prefix; ``NAME`` is an
         Float array [H,W] of the image's size, in metres: z-depth along the optical axis for a
         perspective image, Euclidean distance from the centre for a panorama. 0 marks an unknown
         pixel and +inf a pixel with no surface (sky); NaN and negative values are rejected.
+    NAME.prompt.json | NAME.txt   (optional; the first one present is used)
+        The scene's caption: a JSON object with "long caption", "medium caption", "short caption" or
+        "prompt" (first non-empty in that order), or plain UTF-8 text.
     NAME.camera.json   (optional; UTF-8 JSON object, unknown fields rejected)
         Perspective: {"kind": "perspective",
                       "K": [[fx, s, cx], [0, fy, cy], [0, 0, 1]],
@@ -57,6 +60,7 @@ from torch import Tensor
 from worldstereo.config import TrajectoryName
 from worldstereo.errors import InvalidInputError, InvalidKeyError
 from worldstereo.geometry.camera import Camera
+from worldstereo.prompts import parse_prompt
 from worldstereo.synthetic.scenes import SceneKind
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
@@ -80,6 +84,7 @@ class SceneInput:
     camera: Camera | None
     scene: dict | None  # {"kind": ..., "seed": ...} of a synthetic scene
     paths: dict[str, Tensor] = field(default_factory=dict)  # custom trajectories: name -> c2w waypoints [W,4,4]
+    prompt: str | None = None  # caption from a prompt sidecar (worldstereo.prompts)
 
     @property
     def height(self) -> int:
@@ -290,9 +295,12 @@ def _check_stated_size(document: _CameraFile, height: int, width: int) -> None:
 
 
 def load_input(
-    image_bytes: bytes, depth_bytes: bytes | None, camera_json: bytes | None, *, max_pixels: int
+    image_bytes: bytes, depth_bytes: bytes | None, camera_json: bytes | None, *, max_pixels: int,
+    prompt_sidecar: tuple[str, bytes] | None = None,
 ) -> SceneInput:
-    """Validate and decode one input; raises ``InvalidInputError`` with the reason on bad input."""
+    """Validate and decode one input (``prompt_sidecar``: name and bytes of its prompt file); raises
+    ``InvalidInputError`` with the reason on bad input."""
+    prompt = None if prompt_sidecar is None else parse_prompt(prompt_sidecar[1], prompt_sidecar[0])
     document = None if camera_json is None else _parse_camera_file(camera_json)
     rgb = _decode_image(image_bytes, max_pixels)
     height, width = rgb.shape[:2]
@@ -312,4 +320,5 @@ def load_input(
         camera=camera,
         scene=None if document is None or document.scene is None else document.scene.model_dump(),
         paths={path.name: torch.tensor(path.c2w, dtype=torch.float64) for path in getattr(document, "trajectories", [])},
+        prompt=prompt,
     )

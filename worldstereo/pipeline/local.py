@@ -10,6 +10,7 @@ from worldstereo.config import Settings
 from worldstereo.errors import InvalidInputError
 from worldstereo.inputs import SceneInput, load_input, sidecar_keys
 from worldstereo.pipeline.registry import make_backends
+from worldstereo.prompts import prompt_keys
 from worldstereo.pipeline.scene import SceneContext, StageEvent, run_scene
 from worldstereo.storage.base import ObjectStore
 from worldstereo.storage.keys import output_key, scene_id_from_key
@@ -19,8 +20,9 @@ def read_input(store: ObjectStore, bucket: str, key: str, settings: Settings) ->
     """An input image and its sidecars (depth, camera) from the store, validated."""
     depth_key, camera_key = sidecar_keys(key)
     optional = {k: store.get_bytes(bucket, k) if store.exists(bucket, k) else None for k in (depth_key, camera_key)}
+    prompt = next(((k, store.get_bytes(bucket, k)) for k in prompt_keys(key) if store.exists(bucket, k)), None)
     return load_input(store.get_bytes(bucket, key), optional[depth_key], optional[camera_key],
-                      max_pixels=settings.max_input_pixels)
+                      max_pixels=settings.max_input_pixels, prompt_sidecar=prompt)
 
 
 def read_local_input(path: Path, settings: Settings) -> SceneInput:
@@ -29,7 +31,9 @@ def read_local_input(path: Path, settings: Settings) -> SceneInput:
         raise InvalidInputError(f"no input image at {path}")
     depth_name, camera_name = (Path(k).name for k in sidecar_keys(path.name))
     optional = [p.read_bytes() if p.is_file() else None for p in (path.with_name(depth_name), path.with_name(camera_name))]
-    return load_input(path.read_bytes(), *optional, max_pixels=settings.max_input_pixels)
+    sidecars = [path.with_name(Path(k).name) for k in prompt_keys(path.name)]
+    prompt = next(((p.name, p.read_bytes()) for p in sidecars if p.is_file()), None)
+    return load_input(path.read_bytes(), *optional, max_pixels=settings.max_input_pixels, prompt_sidecar=prompt)
 
 
 def process_scene(

@@ -110,7 +110,8 @@ def initial_state(ctx: SceneContext, scene: SceneInput, estimate: DepthEstimate)
             plans.append((f"{start.name}_{trajectory.name}" if start.name else trajectory.name, index, trajectory))
     for name, waypoints in scene.paths.items():  # custom paths: perspective inputs, from their one start
         plans.append((name, 0, custom_trajectory(name, starts[0].camera, waypoints, settings.trajectory.num_frames)))
-    return SceneState(ctx.scene_id, scene.kind, cache, bank, starts, plans, scene.scene, cache.voxel_size)
+    return SceneState(ctx.scene_id, scene.kind, cache, bank, starts, plans, scene.scene, cache.voxel_size,
+                      scene.prompt)
 
 
 def _median(depth: torch.Tensor) -> float:
@@ -196,7 +197,7 @@ def build_request(ctx: SceneContext, state: SceneState, name: str) -> Generation
         reference_pointmaps=pointmaps.reference,
     )
     return GenerationRequest(ctx.scene_id, name, start.image, cameras, ggm, plucker_rays(cameras), references,
-                             state.scene_spec, seed=ctx.settings.seed + zlib.crc32(name.encode()))
+                             state.scene_spec, seed=ctx.settings.seed + zlib.crc32(name.encode()), prompt=state.prompt)
 
 
 def with_given_frame(render: CacheRender, image: torch.Tensor, depth: torch.Tensor) -> CacheRender:

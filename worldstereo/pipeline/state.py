@@ -46,6 +46,7 @@ class SceneState:
     plans: list[tuple[str, int, Trajectory]]  # (record name, start index, trajectory), in run order
     scene_spec: dict | None
     voxel_size: float
+    prompt: str | None = None  # the input's caption
 
 
 def _npz(**arrays: np.ndarray) -> bytes:
@@ -94,6 +95,7 @@ class StateStore:
             "kind": state.kind,
             "scene_spec": state.scene_spec,
             "voxel_size": state.voxel_size,
+            "prompt": state.prompt,
             "starts": [s.name for s in state.starts],
             "plans": [{"name": n, "start": i, "trajectory": trajectory_to_json(t)} for n, i, t in state.plans],
         }
@@ -118,5 +120,5 @@ class StateStore:
         ]
         plans = [(p["name"], p["start"], load_trajectory_json(p["trajectory"])) for p in meta["plans"]]
         return SceneState(self.scene_id, meta["kind"], cache, bank, starts, plans, meta["scene_spec"],
-                          meta["voxel_size"])
+                          meta["voxel_size"], meta.get("prompt"))
 
