@@ -9,6 +9,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
 
+from worldstereo.bench.model import run_model_benchmark
 from worldstereo.models.codec import decode_keyframes, encode_images
 from worldstereo.models.config import tiny_config
 from worldstereo.models.release_camera import camera_tokens, matrix_to_quaternion, normalize_cameras, release_plucker
@@ -185,3 +186,11 @@ def test_unipc_sampler_uses_the_scheduler_config_and_guidance() -> None:
     assert torch.isfinite(out).all()
     with pytest.raises(ValueError, match="unconditional"):
         sampler.sample(torch.zeros(1, 3), denoiser(1.0))
+
+
+def test_bench_model_tiny_runs_one_clip_and_reports_figures():
+    result = run_model_benchmark("memory", "tiny", "cpu", frames=3, height=32, width=48, references=2, steps=1)
+    assert result["output_shape"] == [3, 32, 48, 3] and result["finite"]
+    assert result["transformer_calls"] == 2 and result["sampler"] == "UniPCSampler"  # 1 step with CFG
+    assert result["references"] == 2 and result["peak_memory_gb"] > 0
+    assert all(result[key] > 0 for key in ("encode_s", "transformer_call_s", "sampling_s", "decode_s"))

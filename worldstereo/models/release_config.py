@@ -199,3 +199,13 @@ def tiny_controlnet(memory: bool, layers: int = 2) -> ControlNetConfig:
         dim=16, num_heads=2, ffn_dim=32, num_layers=layers, time_embed_dim=32, conv_out_dim=32, add_channels=7,
         mid_channels=8, mask_downsample=1, **(extra if memory else {}),
     )
+
+
+def release_controlnet(memory: bool) -> ControlNetConfig:
+    """The ``memory`` ControlNet config of ``released_2_0_manifest.json`` (width 1024, 20 blocks); without the
+    reference/camera-token keys for the camera variant."""
+    extra = {"update_ref": True, "ref_embedding": True, "main_camera_embedding": True, "camera_embedding_dim": 7}
+    return ControlNetConfig(
+        dim=1024, num_heads=16, ffn_dim=8192, num_layers=20, time_embed_dim=5120, conv_out_dim=5120, add_channels=7,
+        mid_channels=256, mask_downsample=1, **(extra if memory else {}),
+    )
