@@ -124,7 +124,7 @@ def test_hub_cache_snapshot_layout(weights, tmp_path):
     assert wan_dir(wan) == wan
 
 
-@pytest.mark.parametrize("variant", ["camera", "memory-dmd"])
+@pytest.mark.parametrize("variant", ["camera", "memory", "memory-dmd"])
 def test_generator_serves_a_pipeline_request(weights, tmp_path, variant):
     wan, release = weights
     request = scene_request(tmp_path / "store")
@@ -137,7 +137,7 @@ def test_generator_serves_a_pipeline_request(weights, tmp_path, variant):
     again = generator.generate(replace(request, prompt="a photo of the room"))
     assert torch.equal(video.frames, again.frames)  # same seed, same clip
     # one text encode per distinct prompt (+ the negative prompt when guided), one CLIP encode per start frame
-    assert generator.texts.encoded == (2 if variant == "camera" else 1) and generator.images.encoded == 1
+    assert generator.texts.encoded == (1 if variant == "memory-dmd" else 2) and generator.images.encoded == 1
 
 
 def test_configuration_errors_surface_at_generate(tmp_path):
@@ -145,3 +145,15 @@ def test_configuration_errors_surface_at_generate(tmp_path):
     generator.setup()  # does not raise: every scene fails with the reason instead
     with pytest.raises(ConfigurationError, match="WORLDSTEREO_MODELS__WORLDSTEREO_RELEASE"):
         generator.generate(scene_request(tmp_path / "store"))
+
+
+def test_precomputed_embeddings_override_the_encoders(weights, tmp_path):
+    wan, release = weights
+    embeds = tmp_path / "embeds.safetensors"
+    save_file({"prompt_embeds": torch.randn(1, 512, 32), "negative_prompt_embeds": torch.randn(1, 512, 32),
+               "image_embeds": torch.randn(1, 17, 16)}, str(embeds))
+    generator = WorldStereoGenerator(settings_for(wan, release, "camera", prompt_embeds=embeds))
+    request = scene_request(tmp_path / "store")
+    video = generator.generate(request)
+    assert generator.text_encoder is None and generator.image_encoder is None  # never loaded
+    assert video.frames.shape == (len(request.cameras), *request.image.shape)
