@@ -102,3 +102,53 @@ def write_tiny_release(root: Path) -> tuple[Path, Path]:
     """``(wan_dir, release_dir)`` under ``root``."""
     wan = write_wan(root / "Wan2.1-I2V-14B-480P-Diffusers")
     return wan, write_release(root / "WorldStereo", wan)
+
+
+# A stand-in for the HunyuanWorld-Mirror checkout (not available here): a tiny random conv net predicting
+# depth and confidence, back-projected through the camera priors it is given, in the checkout's layout and
+# call convention, so an image-only generator's scene runs to its end.
+WORLDMIRROR_MODULE = '''
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+
+class WorldMirror(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Conv2d(3, 2, 3, padding=1)
+
+    @classmethod
+    def from_pretrained(cls, directory):
+        model = cls()
+        json.loads((Path(directory) / "config.json").read_text())
+        model.load_state_dict(load_file(str(Path(directory) / "model.safetensors")))
+        return model
+
+    def forward(self, views, cond_flags):
+        images, c2w, K = views["img"][0], views["camera_poses"][0], views["camera_intrs"][0]
+        out = self.net(images * 2 - 1)
+        depth = 1.0 + torch.nn.functional.softplus(out[:, 0])
+        n, h, w = depth.shape
+        y, x = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+        pixels = torch.stack([x, y, torch.ones_like(x)], -1).reshape(-1, 3)
+        rays = pixels @ torch.linalg.inv(K).transpose(1, 2)
+        local = rays * depth.reshape(n, -1, 1)
+        points = local @ c2w[:, :3, :3].transpose(1, 2) + c2w[:, None, :3, 3]
+        return {"pts3d": points.reshape(1, n, h, w, 3), "pts3d_conf": torch.sigmoid(out[:, 1])[None],
+                "depth": depth[None, ..., None], "camera_poses": c2w[None], "camera_intrs": K[None]}
+'''
+
+
+def write_worldmirror_checkout(root: Path) -> Path:
+    module = root / "src" / "models" / "models" / "worldmirror.py"
+    module.parent.mkdir(parents=True, exist_ok=True)
+    module.write_text(WORLDMIRROR_MODULE)
+    (root / "ckpts").mkdir(exist_ok=True)
+    (root / "ckpts" / "config.json").write_text("{}")
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 2, 3, padding=1)
+    save_file({f"net.{k}": v for k, v in net.state_dict().items()}, str(root / "ckpts" / "model.safetensors"))
+    return root

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from release_fixture import write_tiny_release
+from release_fixture import write_tiny_release, write_worldmirror_checkout
 from safetensors.torch import load_file, save_file
 
 from worldstereo.config import GeneratorSettings, ModelPaths, Settings, StorageSettings, TrajectorySettings
@@ -20,10 +21,13 @@ from worldstereo.models.release_model import ReleaseModel
 from worldstereo.models.samplers import DMDSampler, UniPCSampler
 from worldstereo.pipeline.backends import DepthEstimate, GenerationRequest
 from worldstereo.pipeline.generators.worldstereo import WorldStereoGenerator
+from worldstereo.pipeline.local import process_scene, read_local_input
 from worldstereo.pipeline.registry import make_backend
 from worldstereo.pipeline.scene import SceneContext, build_request, initial_state
 from worldstereo.storage.factory import open_store
+from worldstereo.storage.keys import output_key
 from worldstereo.synthetic import make_scene
+from worldstereo.synthetic.samples import write_samples
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -157,3 +161,29 @@ def test_precomputed_embeddings_override_the_encoders(weights, tmp_path):
     video = generator.generate(request)
     assert generator.text_encoder is None and generator.image_encoder is None  # never loaded
     assert video.frames.shape == (len(request.cameras), *request.image.shape)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["camera", "memory", "memory-dmd"])
+def test_scene_runs_to_its_end_with_each_variant(weights, tmp_path, variant):
+    """A synthetic sample through every stage (the real loaders; WorldMirror's layout for reconstruction)."""
+    wan, release = weights
+    checkout = write_worldmirror_checkout(tmp_path / "worldmirror")
+    sample = write_samples(tmp_path / "samples")[0]
+    (sample.with_name(sample.stem + ".prompt.json")).write_text(json.dumps({"long caption": "a photo of the room"}))
+    settings = settings_for(wan, release, variant, worldmirror=checkout).model_copy(update={
+        "storage": StorageSettings(backend="local", root=tmp_path / "store"), "resolution_scale": 0.1,
+        "reconstructor": "worldmirror", "trajectory": TrajectorySettings(num_frames=5, order=("orbit",)),
+    })
+    store = open_store(settings.storage)
+    scene = read_local_input(sample, settings)
+    assert scene.prompt == "a photo of the room"
+    try:
+        summary = process_scene(store, sample.stem, scene, settings)
+    finally:
+        for name in [m for m in sys.modules if m == "src" or m.startswith("src.")]:
+            del sys.modules[name]
+        sys.path[:] = [p for p in sys.path if p != str(checkout)]
+    assert summary is not None
+    assert store.exists(settings.storage.work_bucket, output_key(sample.stem, "orbit", "video.mp4"))
+    assert store.exists(settings.storage.work_bucket, output_key(sample.stem, "exports", "fused.ply"))
