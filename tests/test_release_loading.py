@@ -20,7 +20,7 @@ from worldstereo.models.release_loading import read_release_config, wan_dir
 from worldstereo.models.release_model import ReleaseModel
 from worldstereo.models.samplers import DMDSampler, UniPCSampler
 from worldstereo.pipeline.backends import DepthEstimate, GenerationRequest
-from worldstereo.pipeline.generators.worldstereo import WorldStereoGenerator
+from worldstereo.pipeline.generators.worldstereo import WorldStereoGenerator, bucket_size, derived_ref_index
 from worldstereo.pipeline.local import process_scene, read_local_input
 from worldstereo.pipeline.registry import make_backend
 from worldstereo.pipeline.scene import SceneContext, build_request, initial_state
@@ -187,3 +187,12 @@ def test_scene_runs_to_its_end_with_each_variant(weights, tmp_path, variant):
     assert summary is not None
     assert store.exists(settings.storage.work_bucket, output_key(sample.stem, "orbit", "video.mp4"))
     assert store.exists(settings.storage.work_bucket, output_key(sample.stem, "exports", "fused.ply"))
+
+
+def test_bucket_and_reference_slots():
+    buckets = ((480, 832), (608, 608), (832, 480))
+    assert bucket_size(300, 520, buckets, 16) == (480, 832) and bucket_size(500, 480, buckets, 16) == (608, 608)
+    assert bucket_size(72, 112, None, 16) == (80, 112)  # no scale_map: round up to the model grid
+    # a reference retrieved for trajectory frame i sits beside latent frame i (slot i - 1)
+    assert derived_ref_index(torch.tensor([1, 5, 20]), 21).tolist() == [0, 4, 19]
+    assert derived_ref_index(torch.tensor([0, 9]), 5).tolist() == [0, 3]
