@@ -20,9 +20,15 @@ from worldstereo.models.release_loading import read_release_config, wan_dir
 from worldstereo.models.release_model import ReleaseModel
 from worldstereo.models.samplers import DMDSampler, UniPCSampler
 from worldstereo.pipeline.backends import DepthEstimate, GenerationRequest
-from worldstereo.pipeline.generators.worldstereo import WorldStereoGenerator, bucket_size, derived_ref_index
+from worldstereo.pipeline.generators.worldstereo import (
+    WorldStereoGenerator,
+    bucket_size,
+    derived_ref_index,
+    text_key,
+)
 from worldstereo.pipeline.local import process_scene, read_local_input
 from worldstereo.pipeline.registry import make_backend
+from worldstereo.pipeline.state import StateStore
 from worldstereo.pipeline.scene import SceneContext, build_request, initial_state
 from worldstereo.storage.factory import open_store
 from worldstereo.storage.keys import output_key
@@ -142,6 +148,16 @@ def test_generator_serves_a_pipeline_request(weights, tmp_path, variant):
     assert torch.equal(video.frames, again.frames)  # same seed, same clip
     # one text encode per distinct prompt (+ the negative prompt when guided), one CLIP encode per start frame
     assert generator.texts.encoded == (1 if variant == "memory-dmd" else 2) and generator.images.encoded == 1
+    assert len(video.embeddings) == (2 if variant == "memory-dmd" else 3) and again.embeddings.keys() == \
+        video.embeddings.keys()
+    # a resumed scene hands its kept embeddings back: a fresh generator encodes nothing
+    fresh = make_backend("generator", "worldstereo", settings_for(wan, release, variant))
+    resumed = fresh.generate(replace(request, prompt="a photo of the room", embeddings=video.embeddings))
+    assert fresh.texts.encoded == 0 and fresh.images.encoded == 0 and resumed.embeddings == {}
+    assert torch.equal(resumed.frames, video.frames)
+    other = fresh.generate(replace(request, prompt="a red car", embeddings=video.embeddings))
+    assert fresh.texts.encoded == 1 and list(other.embeddings) == [text_key("a red car")]
+    assert not torch.equal(other.embeddings[text_key("a red car")], video.embeddings[text_key("a photo of the room")])
 
 
 def test_configuration_errors_surface_at_generate(tmp_path):
@@ -187,6 +203,8 @@ def test_scene_runs_to_its_end_with_each_variant(weights, tmp_path, variant):
     assert summary is not None
     assert store.exists(settings.storage.work_bucket, output_key(sample.stem, "orbit", "video.mp4"))
     assert store.exists(settings.storage.work_bucket, output_key(sample.stem, "exports", "fused.ply"))
+    kept = StateStore(store, settings.storage.work_bucket, sample.stem).load("orbit").embeddings
+    assert text_key("a photo of the room") in kept and any(key.startswith("image_") for key in kept)
 
 
 def test_bucket_and_reference_slots():

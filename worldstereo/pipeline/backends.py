@@ -83,6 +83,7 @@ class GenerationRequest:
     scene_spec: dict | None = None  # synthetic inputs name their ground-truth scene
     seed: int = 0
     prompt: str | None = None  # the scene's caption (prompt sidecar); None: the generator's default
+    embeddings: dict[str, Tensor] = field(default_factory=dict)  # encoder outputs kept in the scene state, by key
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class GeneratedVideo:
 
     frames: Tensor
     depth: Tensor | None = None
+    embeddings: dict[str, Tensor] = field(default_factory=dict)  # encoder outputs computed for this request
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,8 @@ def build_request(ctx: SceneContext, state: SceneState, name: str) -> Generation
         reference_pointmaps=pointmaps.reference,
     )
     return GenerationRequest(ctx.scene_id, name, start.image, cameras, ggm, plucker_rays(cameras), references,
-                             state.scene_spec, seed=ctx.settings.seed + zlib.crc32(name.encode()), prompt=state.prompt)
+                             state.scene_spec, seed=ctx.settings.seed + zlib.crc32(name.encode()), prompt=state.prompt,
+                             embeddings=dict(state.embeddings))
 
 
 def with_given_frame(render: CacheRender, image: torch.Tensor, depth: torch.Tensor) -> CacheRender:
@@ -224,6 +225,7 @@ def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, recons
     report = state.cache.update(points[valid], colors[valid].float(), name, anchor_src=anchors[0],
                                 anchor_dst=anchors[1], align="none" if recon.frame == "world" else "robust")
     state.bank.add(video.frames, request.cameras, name, frames=keyframes)
+    state.embeddings.update(video.embeddings)
     fps = ctx.settings.video_fps
     keys = [ctx.states.key(name, "video.mp4"), ctx.states.key(name, "condition.mp4"),
             ctx.states.key(name, "cameras.json")]

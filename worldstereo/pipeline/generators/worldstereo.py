@@ -4,7 +4,8 @@ see :meth:`WorldStereoGenerator.clip_frames`), returned at the request's size; n
 
 Weights: ``models.worldstereo_release`` (the release's variant folders) overlaid on ``models.wan_i2v``
 (Wan2.1-I2V diffusers directory, also the source of the UMT5/CLIP encoders, VAE and scheduler). Text and
-image embeddings are computed in this process, once per distinct prompt and start frame; ``models.prompt_embeds``
+image embeddings are computed in this process, once per distinct prompt and start frame, and returned with the
+video so the scene state keeps them (a resumed scene passes them back); ``models.prompt_embeds``
 (a safetensors file, see ``worldstereo-paper``) overrides them for every request. A configuration problem is
 reported by every ``generate`` call, so each scene fails with the reason and the batch goes on.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -32,14 +33,17 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddingCache:
-    """``encode(key input) → Tensor`` memoised by key (least recently used dropped past ``capacity``)."""
+    """``encode(input) → Tensor`` memoised by key (least recently used dropped past ``capacity``); entries a
+    scene already holds (``known``) are taken from there."""
 
     def __init__(self, encode: Callable[[object], Tensor], capacity: int = 64) -> None:
         self._encode, self._capacity = encode, capacity
         self._entries: OrderedDict[str, Tensor] = OrderedDict()
         self.encoded = 0  # how many times the encoder actually ran
 
-    def get(self, key: str, value: object) -> Tensor:
+    def get(self, key: str, value: object, known: Mapping[str, Tensor] | None = None) -> Tensor:
+        if known is not None and key in known:
+            return known[key]
         if key in self._entries:
             self._entries.move_to_end(key)
             return self._entries[key]
@@ -50,8 +54,15 @@ class EmbeddingCache:
         return self._entries[key]
 
 
-def image_digest(image: Tensor) -> str:
-    return hashlib.sha256(image.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+def text_key(text: str) -> str:
+    """Scene-state key of a text embedding."""
+    return "text_" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def image_key(image: Tensor) -> str:
+    """Scene-state key of a start frame's image embedding."""
+    data = image.detach().float().cpu().contiguous().numpy().tobytes()
+    return "image_" + hashlib.sha256(data).hexdigest()[:32]
 
 
 def derived_ref_index(target_indices: Tensor, frames: int) -> Tensor:
@@ -148,8 +159,10 @@ class WorldStereoGenerator(VideoGenerator):
         if self.image_encoder is None:
             self.image_encoder = ImageEncoder(wan, device)
 
-    def embeddings(self, prompt: str | None, image: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
-        """``(prompt, negative or None, image)`` embeddings for one clip."""
+    def embeddings(self, prompt: str | None, image: Tensor, known: Mapping[str, Tensor]
+                   ) -> tuple[Tensor, Tensor | None, Tensor, dict[str, Tensor]]:
+        """``(prompt, negative or None, image)`` embeddings for one clip, and those not in ``known`` (the
+        scene's) by key."""
         guided = self.model.guided
         if self.override is not None:
             override = self.override
@@ -158,11 +171,16 @@ class WorldStereoGenerator(VideoGenerator):
                                          "WORLDSTEREO_MODELS__PROMPT_EMBEDS")
             if override.image is None:
                 raise ConfigurationError("WORLDSTEREO_MODELS__PROMPT_EMBEDS lacks 'image_embeds' (CLIP tokens)")
-            return override.prompt, override.negative if guided else None, override.image
+            return override.prompt, override.negative if guided else None, override.image, {}
         text = prompt if prompt is not None else self.settings.generation.default_prompt
         negative_text = self.model.config.negative_prompt
-        negative = self.texts.get(negative_text, negative_text) if guided else None
-        return self.texts.get(text, text), negative, self.images.get(image_digest(image), image)
+        used = {text_key(text): self.texts.get(text_key(text), text, known),
+                image_key(image): self.images.get(image_key(image), image, known)}
+        if guided:
+            used[text_key(negative_text)] = self.texts.get(text_key(negative_text), negative_text, known)
+        fresh = {key: value for key, value in used.items() if key not in known}
+        negative = used[text_key(negative_text)] if guided else None
+        return used[text_key(text)], negative, used[image_key(image)], fresh
 
     def generate(self, request: GenerationRequest) -> GeneratedVideo:
         self.setup()
@@ -172,7 +190,7 @@ class WorldStereoGenerator(VideoGenerator):
         height, width = request.image.shape[:2]
         size = bucket_size(height, width, model.config.scale_map, model.size_multiple)
         clip = keyframe_clip(request, size, self.settings.memory.max_references, model.config.memory)
-        prompt, negative, image = self.embeddings(request.prompt, clip.image)
+        prompt, negative, image, fresh = self.embeddings(request.prompt, clip.image, request.embeddings)
         frames = model.generate(clip, prompt, image, negative, seed=request.seed)
         out = resize(frames, (height, width), "bilinear").clamp(0, 1).to(request.image.device)
-        return GeneratedVideo(frames=out, depth=None)
+        return GeneratedVideo(frames=out, depth=None, embeddings=fresh)
