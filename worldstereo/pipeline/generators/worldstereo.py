@@ -24,6 +24,7 @@ from worldstereo.config import Settings
 from worldstereo.errors import ConfigurationError
 from worldstereo.models.encoders import ImageEncoder, TextEncoder
 from worldstereo.models.release_config import RELEASE_FRAMES
+from worldstereo.models.release_loading import wan_dir
 from worldstereo.models.release_model import KeyframeClip, ReleaseModel
 from worldstereo.pipeline.backends import GeneratedVideo, GenerationRequest, Resources, VideoGenerator
 from worldstereo.pipeline.generators.fitting import model_size, resize
@@ -153,11 +154,12 @@ class WorldStereoGenerator(VideoGenerator):
         if paths.prompt_embeds is not None:
             self.override = PromptEmbeddings.load(paths.prompt_embeds)
             return
-        wan = paths.wan_i2v
+        wan = wan_dir(paths.wan_i2v)  # a hub-cache snapshot resolved, every subfolder checked
+        encoders_on = "cpu" if generation.offload else device  # with offload the encoders stay in host memory
         if self.text_encoder is None:
-            self.text_encoder = TextEncoder(wan, device)
+            self.text_encoder = TextEncoder(wan, encoders_on)
         if self.image_encoder is None:
-            self.image_encoder = ImageEncoder(wan, device)
+            self.image_encoder = ImageEncoder(wan, encoders_on)
 
     def embeddings(self, prompt: str | None, image: Tensor, known: Mapping[str, Tensor]
                    ) -> tuple[Tensor, Tensor | None, Tensor, dict[str, Tensor]]:
