@@ -281,5 +281,27 @@ def bench_pipeline(
     emit(result, format_report(result), json_path)
 
 
+@bench_app.command("model")
+def bench_model(
+    json_path: JsonOption = None,
+    variant: Annotated[str, typer.Option(help="camera | memory | memory-dmd")] = "memory-dmd",
+    size: Annotated[str, typer.Option(help="tiny | full (Wan2.1-I2V-14B + the released ControlNet)")] = "tiny",
+    device: str = "cpu",
+    frames: int = 21,
+    height: Annotated[Optional[int], typer.Option(help="Default 480 (full) or 96 (tiny).")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Default 832 (full) or 160 (tiny).")] = None,
+    references: int = 8,
+    steps: Annotated[Optional[int], typer.Option(help="Sampler steps (default: the variant's).")] = None,
+) -> None:
+    """The released model with random weights: one clip's encode, transformer calls, sampling, decode, memory."""
+    from worldstereo.bench.model import format_report, run_model_benchmark
+
+    if variant not in ("camera", "memory", "memory-dmd") or size not in ("tiny", "full"):
+        raise typer.BadParameter("--variant camera|memory|memory-dmd, --size tiny|full")
+    result = run_model_benchmark(variant, size, device, frames=frames, height=height, width=width,
+                                 references=references, steps=steps)
+    emit(result, format_report(result), json_path)
+
+
 if __name__ == "__main__":
     app()

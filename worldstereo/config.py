@@ -62,6 +62,7 @@ class ModelPaths(BaseModel):
     dinov2: Path | None = None  # DINOv2 (transformers Dinov2Model) for the released retrieval's reference reduction
     wan_i2v_dmd: Path | None = None  # Wan2.1-I2V layout (transformer/, vae/) with the DMD-distilled transformer
     prompt_embeds: Path | None = None  # safetensors: UMT5 prompt_embeds [512,4096], optional negative/CLIP image
+    worldstereo_release: Path | None = None  # worldstereo-{camera,memory,memory-dmd}/ (config.json + model.safetensors)
 
 
 class GeneratorSettings(BaseModel):
@@ -78,6 +79,10 @@ class GeneratorSettings(BaseModel):
     # frames a weight-free generator (oracle, warp) makes of a planned trajectory, at linspace(0, planned-1, clip)
     # of its poses; None: every planned pose. The released model's clip is 21.
     clip_frames: int | None = Field(default=None, ge=2)
+    # The released model (generator ``worldstereo``): its sampler follows the variant's config (UniPC + CFG for
+    # camera/memory, flow DMD for memory-dmd); ``steps``/``guidance`` above override its defaults.
+    variant: Literal["camera", "memory", "memory-dmd"] = "memory-dmd"
+    default_prompt: str = ""  # when an input has no prompt sidecar
 
 
 class ReleasePresetSettings(BaseModel):

@@ -9,6 +9,9 @@ Input layout (files in a directory or objects under a key prefix; ``NAME`` is an
         Float array [H,W] of the image's size, in metres: z-depth along the optical axis for a
         perspective image, Euclidean distance from the centre for a panorama. 0 marks an unknown
         pixel and +inf a pixel with no surface (sky); NaN and negative values are rejected.
+    NAME.prompt.json | NAME.txt   (optional; the first one present is used)
+        The scene's caption: a JSON object with "long caption", "medium caption", "short caption" or
+        "prompt" (first non-empty in that order), or plain UTF-8 text.
     NAME.camera.json   (optional; UTF-8 JSON object, unknown fields rejected)
         Perspective: {"kind": "perspective",
                       "K": [[fx, s, cx], [0, fy, cy], [0, 0, 1]],
@@ -96,7 +99,7 @@ class SceneInput:
     camera: Camera | None
     scene: dict | None  # {"kind": ..., "seed": ...} of a synthetic scene
     paths: dict[str, Tensor] = field(default_factory=dict)  # custom trajectories: name -> c2w waypoints [W,4,4]
-    prompt: str | None = None
+    prompt: str | None = None  # caption from a prompt sidecar (worldstereo.prompts)
     presets: bool = True  # plan the configured presets (a release folder with a camera path runs only that)
 
     @property
@@ -353,12 +356,15 @@ def load_input(
     camera_json: bytes | None,
     *,
     max_pixels: int,
+    prompt_sidecar: tuple[str, bytes] | None = None,
     release_files: dict[str, bytes] | None = None,
 ) -> SceneInput:
     """Validate and decode one input; raises ``InvalidInputError`` with the reason on bad input.
 
-    ``release_files`` maps the present ``release_sidecar_keys`` roles to their bytes (a release folder).
+    ``prompt_sidecar``: name and bytes of its prompt file. ``release_files`` maps the present
+    ``release_sidecar_keys`` roles to their bytes (a release folder).
     """
+    prompt = None if prompt_sidecar is None else parse_prompt(prompt_sidecar[1], prompt_sidecar[0])
     document = None if camera_json is None else _parse_camera_file(camera_json)
     rgb = _decode_image(image_bytes, max_pixels)
     height, width = rgb.shape[:2]
@@ -378,6 +384,7 @@ def load_input(
         camera=camera,
         scene=None if document is None or document.scene is None else dict(document.scene),
         paths={path.name: torch.tensor(path.c2w, dtype=torch.float64) for path in getattr(document, "trajectories", [])},
+        prompt=prompt,
     )
     return _with_release_files(scene_input, release_files or {}, document is None)
 
@@ -385,7 +392,7 @@ def load_input(
 def _with_release_files(scene_input: SceneInput, files: dict[str, bytes], no_camera_file: bool) -> SceneInput:
     """A release folder's prompt, and (unless a camera file gave one) its camera and camera path."""
     updates: dict = {}
-    if "prompt" in files:
+    if "prompt" in files and scene_input.prompt is None:
         updates["prompt"] = parse_prompt(files["prompt"], RELEASE_PROMPT)
     size = (scene_input.height, scene_input.width)
     if no_camera_file and "camera" in files:

@@ -1,4 +1,4 @@
-"""Scene prompts from sidecar files: ``NAME.prompt.json`` / a release folder's ``prompt.json``, or ``NAME.txt``."""
+"""Scene captions from prompt sidecars: ``NAME.prompt.json`` (the release's ``prompt.json`` keys) or ``NAME.txt``."""
 
 from __future__ import annotations
 
@@ -6,27 +6,37 @@ import json
 
 from worldstereo.errors import InvalidInputError
 
-# the release's caption keys, most detailed first; ``prompt`` is the reconstruction examples' key
+# Preference order of the caption keys in a prompt JSON file (the release's single-view runs use the long one).
 PROMPT_KEYS = ("long caption", "medium caption", "short caption", "prompt")
+PROMPT_JSON_SUFFIX, PROMPT_TEXT_SUFFIX = ".prompt.json", ".txt"
+
+
+def prompt_keys(image_key: str) -> tuple[str, str]:
+    """Prompt sidecar keys of an image key, in precedence order: ``a/NAME.png → (a/NAME.prompt.json, a/NAME.txt)``."""
+    stem = image_key.rpartition(".")[0]
+    return stem + PROMPT_JSON_SUFFIX, stem + PROMPT_TEXT_SUFFIX
 
 
 def parse_prompt(data: bytes, name: str) -> str:
-    """The prompt text of a sidecar named ``name`` (``.json``: the first of ``PROMPT_KEYS`` present; else text)."""
+    """The caption in sidecar ``name``: a JSON object's first non-empty key of :data:`PROMPT_KEYS`, or UTF-8
+    text. Raises :class:`InvalidInputError` naming the file and what it must hold."""
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"prompt file {name} is not UTF-8: {exc}") from None
-    if not name.endswith(".json"):
-        prompt = text.strip()
-    else:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"prompt sidecar {name} is not UTF-8 text") from None
+    if name.endswith(".json"):
         try:
             document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError(f"prompt file {name} does not parse: {exc}") from None
-        found = [document[k] for k in PROMPT_KEYS if isinstance(document, dict) and isinstance(document.get(k), str)]
-        if not found:
-            raise InvalidInputError(f"prompt file {name} needs one of the keys {', '.join(PROMPT_KEYS)}")
-        prompt = found[0].strip()
-    if not prompt:
-        raise InvalidInputError(f"prompt file {name} holds an empty prompt")
-    return prompt
+        except ValueError as error:
+            raise InvalidInputError(f"prompt sidecar {name} is not valid JSON: {error}") from None
+        captions = [document.get(key) for key in PROMPT_KEYS] if isinstance(document, dict) else []
+        text = next((c for c in captions if isinstance(c, str) and c.strip()), "")
+        if not text:
+            raise InvalidInputError(
+                f"prompt sidecar {name} must be a JSON object with a non-empty string under one of "
+                f"{', '.join(repr(k) for k in PROMPT_KEYS)}"
+            )
+    text = text.strip()
+    if not text:
+        raise InvalidInputError(f"prompt sidecar {name} is empty: write the scene's caption into it or remove it")
+    return text

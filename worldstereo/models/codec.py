@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from diffusers import AutoencoderKLWan
+import torch
 from torch import Tensor
 
 
@@ -38,3 +39,16 @@ def decode_frames(vae: AutoencoderKLWan, latents: Tensor) -> Tensor:
     mean, std = _statistics(vae, latents)
     video = vae.decode((latents * std + mean).to(param.device, param.dtype)).sample.float()
     return ((video[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
+
+
+def decode_keyframes(vae: AutoencoderKLWan, latents: Tensor, chunk: int = 4) -> Tensor:
+    """Normalised latents ``[1, z, F, h, w]``, each latent frame decoded alone (``chunk`` at a time) → frames
+    ``[F, H, W, 3]`` in [0, 1] (float32)."""
+    param = next(vae.parameters())
+    mean, std = _statistics(vae, latents)
+    clips = (latents * std + mean)[0].transpose(0, 1).unsqueeze(2)  # F one-frame clips [F, z, 1, h, w]
+    frames = [
+        vae.decode(part.to(param.device, param.dtype)).sample.float()[:, :, 0]
+        for part in clips.split(chunk)
+    ]
+    return ((torch.cat(frames).permute(0, 2, 3, 1) + 1) / 2).clamp(0, 1)

@@ -77,30 +77,38 @@ def require_component(directory: Path, what: str, setting: str) -> None:
         )
 
 
+def stream_weights(
+    targets: dict[str, torch.Tensor], path: Path, owner: str, hint: str = "", ignored: Sequence[str] = ()
+) -> set[str]:
+    """Copy every tensor of the safetensors file ``path`` into ``targets`` (a state dict, strict): an unknown
+    key or a shape mismatch raises :class:`ConfigurationError` naming the file, ``owner`` and ``hint``."""
+    patterns = [re.compile(p) for p in ignored]
+    loaded: set[str] = set()
+    with torch.no_grad(), safe_open(str(path), framework="pt", device="cpu") as tensors:
+        for key in tensors.keys():
+            if key not in targets:
+                if any(p.search(key) for p in patterns):
+                    continue
+                raise ConfigurationError(f"{path}: unexpected weight {key!r} for {owner}{hint}")
+            value = tensors.get_tensor(key)
+            if value.shape != targets[key].shape:
+                raise ConfigurationError(
+                    f"{path}: {key} has shape {tuple(value.shape)}, {owner} expects {tuple(targets[key].shape)}{hint}"
+                )
+            targets[key].copy_(value)
+            loaded.add(key)
+    return loaded
+
+
 def load_component(
     cls: type[ModelMixin], directory: Path, *, dtype: torch.dtype, device: torch.device | str
 ) -> ModelMixin:
     """Build ``cls`` from ``directory/config.json`` and stream its safetensors weights in (strict)."""
     model = build(cls, cls.load_config(str(directory)), dtype=dtype, device=device, initialise=False)
     targets = model.state_dict()
-    ignored = [re.compile(p) for p in cls._keys_to_ignore_on_load_unexpected or ()]
     loaded: set[str] = set()
-    with torch.no_grad():
-        for path in weight_files(directory):
-            with safe_open(str(path), framework="pt", device="cpu") as tensors:
-                for key in tensors.keys():
-                    if key not in targets:
-                        if any(p.search(key) for p in ignored):
-                            continue
-                        raise ConfigurationError(f"{path}: unexpected weight {key!r} for {cls.__name__}")
-                    value = tensors.get_tensor(key)
-                    if value.shape != targets[key].shape:
-                        raise ConfigurationError(
-                            f"{path}: {key} has shape {tuple(value.shape)}, {cls.__name__} expects "
-                            f"{tuple(targets[key].shape)}"
-                        )
-                    targets[key].copy_(value)
-                    loaded.add(key)
+    for path in weight_files(directory):
+        loaded |= stream_weights(targets, path, cls.__name__, ignored=cls._keys_to_ignore_on_load_unexpected or ())
     missing = sorted(set(targets) - loaded)
     if missing:
         raise ConfigurationError(f"{directory}: {len(missing)} weights of {cls.__name__} missing, e.g. {missing[0]}")

@@ -41,3 +41,10 @@ def grid_positions(frames: Tensor, height: int, width: int) -> Tensor:
 def stitched_positions(frames: Tensor, height: int, width: int) -> Tensor:
     """Positions ``[F, height * 2 * width, 3]`` of stitched pairs: target columns ``[0, w)``, reference ``[w, 2w)``."""
     return grid_positions(frames, height, 2 * width).flatten(1, 2)
+
+
+def reference_positions(ref_index: Tensor, height: int, width: int) -> Tensor:
+    """Positions ``[R*height*width, 3]`` of reference tokens in the release: reference ``k`` sits right of target
+    latent frame ``ref_index[k] + 1``, as if width-stitched to it: ``(ref_index[k] + 1, y, width + x)``."""
+    positions = grid_positions(ref_index.long() + 1, height, width)
+    return (positions + positions.new_tensor([0, 0, width])).flatten(0, 2)

@@ -6,10 +6,12 @@ both samplers integrate ``dx/dσ = v`` with Euler steps from ``σ = 1`` (noise) 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from diffusers import UniPCMultistepScheduler
 from torch import Tensor
 
 # (latents [B, ...], timestep [B] on the 0..1000 scale) -> velocity like latents
@@ -23,12 +25,12 @@ def shift_sigmas(sigmas: Tensor, shift: float) -> Tensor:
     return shift * sigmas / (1 + (shift - 1) * sigmas)
 
 
-def euler(noise: Tensor, sigmas: Tensor, velocity: Denoiser) -> Tensor:
-    """Integrate from ``sigmas[0]`` to ``sigmas[-1]``: ``x += (σ_next - σ) v(x, 1000 σ)`` in float32."""
+def euler(noise: Tensor, sigmas: Tensor, velocity: Denoiser, scale: float = NUM_TRAIN_TIMESTEPS) -> Tensor:
+    """Integrate from ``sigmas[0]`` to ``sigmas[-1]``: ``x += (σ_next - σ) v(x, scale σ)`` in float32."""
     x = noise.float()
     levels = sigmas.tolist()
     for sigma, sigma_next in zip(levels[:-1], levels[1:]):
-        timestep = torch.full((x.shape[0],), sigma * NUM_TRAIN_TIMESTEPS, device=x.device)
+        timestep = torch.full((x.shape[0],), sigma * scale, device=x.device)
         x = x + (sigma_next - sigma) * velocity(x, timestep).float()
     return x
 
@@ -68,22 +70,70 @@ class FlowMatchingSampler:
 
 @dataclass(frozen=True)
 class DMDSampler:
-    """Distilled few-step, CFG-free schedule: timesteps ``linspace(start, 1000, steps)`` reversed, shifted,
-    then σ = 0. ``start`` defaults to ``1000 / steps`` (1000, 750, 500, 250 for 4 steps)."""
+    """Distilled few-step, CFG-free flow schedule: ``u = linspace(start, end, steps)`` reversed over ``end``,
+    shifted to σ, then σ = 0; the model sees timestep ``end σ``. ``start`` defaults to ``end / steps``
+    (1000, 750, 500, 250 for 4 steps)."""
 
     steps: int = 4
     shift: float = 5.0
     start: float | None = None
+    end: float = NUM_TRAIN_TIMESTEPS
+
+    guided = False
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError("steps must be positive")
 
     def sigmas(self) -> Tensor:
-        start = NUM_TRAIN_TIMESTEPS / self.steps if self.start is None else self.start
-        timesteps = torch.linspace(start, NUM_TRAIN_TIMESTEPS, self.steps, dtype=torch.float64).flip(0)
-        sigmas = shift_sigmas(timesteps / NUM_TRAIN_TIMESTEPS, self.shift)
+        start = self.end / self.steps if self.start is None else self.start
+        timesteps = torch.linspace(start, self.end, self.steps, dtype=torch.float64).flip(0)
+        sigmas = shift_sigmas(timesteps / self.end, self.shift)
         return torch.cat([sigmas, sigmas.new_zeros(1)])
 
-    def sample(self, noise: Tensor, denoiser: Denoiser) -> Tensor:
-        return euler(noise, self.sigmas(), denoiser)
+    def timesteps(self) -> Tensor:
+        """The ``steps`` model timesteps ``end σ``."""
+        return self.sigmas()[:-1] * self.end
+
+    def sample(self, noise: Tensor, denoiser: Denoiser, unconditional: Denoiser | None = None) -> Tensor:
+        return euler(noise, self.sigmas(), denoiser, self.end)
+
+
+@dataclass(frozen=True)
+class UniPCSampler:
+    """diffusers' ``UniPCMultistepScheduler`` built from the base model's scheduler config (unchanged), ``steps``
+    steps with classifier-free guidance ``v = v_u + g (v_c - v_u)`` (two calls per step when ``g != 1``)."""
+
+    scheduler_config: Mapping[str, Any]
+    steps: int = 40
+    guidance: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError("steps must be positive")
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance != 1.0
+
+    def timesteps(self) -> Tensor:
+        return self._scheduler("cpu").timesteps
+
+    def _scheduler(self, device: torch.device | str) -> UniPCMultistepScheduler:
+        scheduler = UniPCMultistepScheduler.from_config(dict(self.scheduler_config))
+        scheduler.set_timesteps(self.steps, device=device)
+        return scheduler
+
+    def sample(self, noise: Tensor, conditional: Denoiser, unconditional: Denoiser | None = None) -> Tensor:
+        if self.guided and unconditional is None:
+            raise ValueError(f"guidance {self.guidance} needs an unconditional denoiser")
+        scheduler = self._scheduler(noise.device)
+        x = noise.float()
+        for t in scheduler.timesteps:
+            timestep = t.expand(x.shape[0]).to(x.device)
+            velocity = conditional(x, timestep).float()
+            if self.guided:
+                v_uncond = unconditional(x, timestep).float()
+                velocity = v_uncond + self.guidance * (velocity - v_uncond)
+            x = scheduler.step(velocity, t, x, return_dict=False)[0].float()
+        return x

@@ -71,7 +71,7 @@ class References:
     bank_indices: Tensor  # [F] indices into the memory bank
     target_pointmaps: Tensor  # [F,H,W,3] colourised world xyz seen by the target
     reference_pointmaps: Tensor  # [F,H,W,3] the same normalisation, seen by the reference
-    ref_index: Tensor | None = None  # [R] release rules: target slot (frames 1..20 -> 0..19) of first choice
+    ref_index: Tensor | None = None  # [R] target slot (frames 1..20 -> 0..19) where each reference was first chosen
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,8 @@ class GenerationRequest:
     references: References
     scene_spec: dict | None = None  # synthetic inputs name their ground-truth scene
     seed: int = 0
+    prompt: str | None = None  # the scene's caption (prompt sidecar); None: the generator's default
+    embeddings: dict[str, Tensor] = field(default_factory=dict)  # encoder outputs kept in the scene state, by key
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class GeneratedVideo:
 
     frames: Tensor
     depth: Tensor | None = None
+    embeddings: dict[str, Tensor] = field(default_factory=dict)  # encoder outputs computed for this request
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,10 @@ class Reconstruction:
 
 class VideoGenerator(Backend):
     """Camera-guided video generation conditioned on GGM and SSM."""
+
+    def clip_frames(self, planned: int) -> int:
+        """How many frames this generator produces for a trajectory planned with ``planned`` poses."""
+        return planned
 
     @abstractmethod
     def generate(self, request: GenerationRequest) -> GeneratedVideo: ...

@@ -12,6 +12,7 @@ from worldstereo.inputs import SceneInput, load_input, release_sidecar_keys, sid
 from worldstereo.pipeline.registry import make_backends
 from worldstereo.pipeline.runner import StageEvent, run_scene
 from worldstereo.pipeline.scene import SceneContext
+from worldstereo.prompts import prompt_keys
 from worldstereo.storage.base import ObjectStore
 from worldstereo.storage.keys import output_key, scene_id_from_key
 
@@ -21,8 +22,9 @@ def read_input(store: ObjectStore, bucket: str, key: str, settings: Settings) ->
     depth_key, camera_key = sidecar_keys(key)
     optional = {k: store.get_bytes(bucket, k) if store.exists(bucket, k) else None for k in (depth_key, camera_key)}
     release = {role: store.get_bytes(bucket, k) for role, k in release_sidecar_keys(key).items() if store.exists(bucket, k)}
+    prompt = next(((k, store.get_bytes(bucket, k)) for k in prompt_keys(key) if store.exists(bucket, k)), None)
     return load_input(store.get_bytes(bucket, key), optional[depth_key], optional[camera_key],
-                      max_pixels=settings.max_input_pixels, release_files=release)
+                      max_pixels=settings.max_input_pixels, prompt_sidecar=prompt, release_files=release)
 
 
 def read_local_input(path: Path, settings: Settings) -> SceneInput:
@@ -34,7 +36,10 @@ def read_local_input(path: Path, settings: Settings) -> SceneInput:
     folder = path.parent
     release = {role: (folder.parent / k).read_bytes()
                for role, k in release_sidecar_keys(f"{folder.name}/{path.name}").items() if (folder.parent / k).is_file()}
-    return load_input(path.read_bytes(), *optional, max_pixels=settings.max_input_pixels, release_files=release)
+    sidecars = [path.with_name(Path(k).name) for k in prompt_keys(path.name)]
+    prompt = next(((p.name, p.read_bytes()) for p in sidecars if p.is_file()), None)
+    return load_input(path.read_bytes(), *optional, max_pixels=settings.max_input_pixels, prompt_sidecar=prompt,
+                      release_files=release)
 
 
 def process_scene(

@@ -19,6 +19,7 @@ _GENERATORS = {
     "oracle": "worldstereo.pipeline.generators.oracle:OracleGenerator",
     "warp": "worldstereo.pipeline.generators.warp:WarpGenerator",
     "worldstereo": "worldstereo.pipeline.generators.worldstereo:WorldStereoGenerator",
+    "worldstereo-paper": "worldstereo.pipeline.generators.worldstereo_paper:WorldStereoPaperGenerator",
 }
 _RECONSTRUCTORS = {
     "rendered-depth": "worldstereo.pipeline.reconstructors.rendered_depth:RenderedDepthReconstructor",

@@ -114,7 +114,8 @@ def plan_scene(settings: Settings, scene_id: str, scene: SceneInput, estimate: D
             plans.append((f"{start.name}_{trajectory.name}" if start.name else trajectory.name, index, trajectory))
     for name, waypoints in scene.paths.items():  # custom paths: perspective inputs, from their one start
         plans.append((name, 0, custom_trajectory(name, starts[0].camera, waypoints, settings.trajectory.num_frames)))
-    return SceneState(scene_id, scene.kind, cache, bank, starts, plans, scene.scene, cache.voxel_size)
+    return SceneState(scene_id, scene.kind, cache, bank, starts, plans, scene.scene, cache.voxel_size,
+                      scene.prompt)
 
 
 def _median(depth: torch.Tensor) -> float:
@@ -191,7 +192,8 @@ def build_request(ctx: SceneContext, state: SceneState, name: str, clip: int | N
     with step("plucker"):
         plucker = plucker_rays(cameras)
     return GenerationRequest(ctx.scene_id, name, start.image, cameras, ggm, plucker, references,
-                             state.scene_spec, seed=ctx.settings.seed + zlib.crc32(name.encode()))
+                             state.scene_spec, seed=ctx.settings.seed + zlib.crc32(name.encode()), prompt=state.prompt,
+                             embeddings=dict(state.embeddings))
 
 
 def with_given_frame(render: CacheRender, image: torch.Tensor, depth: torch.Tensor) -> CacheRender:
@@ -223,6 +225,7 @@ def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, recons
     if len(video.frames) != len(request.cameras):
         raise ConfigurationError(f"the generator made {len(video.frames)} frames for a clip of {len(request.cameras)}")
     encodes.insert(0, encode_video_later(video.frames, fps))
+    state.embeddings.update(video.embeddings)
     with step("reconstruct"):
         recon = reconstruct_fn(video, request)
     with step("cache_update"):

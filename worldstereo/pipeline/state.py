@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,8 @@ class SceneState:
     plans: list[tuple[str, int, Trajectory]]  # (record name, start index, trajectory), in run order
     scene_spec: dict | None
     voxel_size: float
+    prompt: str | None = None  # the input's caption
+    embeddings: dict[str, Tensor] = field(default_factory=dict)  # generator encoder outputs (text, start frames)
 
 
 def _npz(**arrays: np.ndarray) -> bytes:
@@ -94,9 +96,14 @@ class StateStore:
             "kind": state.kind,
             "scene_spec": state.scene_spec,
             "voxel_size": state.voxel_size,
+            "prompt": state.prompt,
             "starts": [s.name for s in state.starts],
             "plans": [{"name": n, "start": i, "trajectory": trajectory_to_json(t)} for n, i, t in state.plans],
         }
+        if state.embeddings:
+            keys.append(self.key("state", stage, "embeddings.npz"))
+            arrays = {name: value.float().cpu().numpy() for name, value in state.embeddings.items()}
+            self.store.put_bytes(self.bucket, keys[-1], _npz(**arrays))
         keys.append(self.key("state", stage, "state.json"))
         self.store.put_bytes(self.bucket, keys[-1], json.dumps(meta).encode())
         return keys
@@ -117,6 +124,11 @@ class StateStore:
             for i, name in enumerate(meta["starts"])
         ]
         plans = [(p["name"], p["start"], load_trajectory_json(p["trajectory"])) for p in meta["plans"]]
+        embeddings_key = self.key("state", stage, "embeddings.npz")
+        embeddings = {}
+        if self.store.exists(self.bucket, embeddings_key):
+            saved = np.load(io.BytesIO(self.store.get_bytes(self.bucket, embeddings_key)))
+            embeddings = {name: torch.from_numpy(saved[name]) for name in saved.files}
         return SceneState(self.scene_id, meta["kind"], cache, bank, starts, plans, meta["scene_spec"],
-                          meta["voxel_size"])
+                          meta["voxel_size"], meta.get("prompt"), embeddings)
 

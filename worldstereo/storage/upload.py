@@ -7,6 +7,7 @@ from pathlib import Path
 
 from worldstereo.errors import InvalidInputError
 from worldstereo.inputs import RELEASE_PROMPT, is_input_image, release_sidecar_keys, sidecar_keys
+from worldstereo.prompts import prompt_keys
 from worldstereo.storage.base import ObjectStore
 
 
@@ -26,7 +27,7 @@ def upload_inputs(
             raise InvalidInputError(f"no input image at {image}")
     keys = []
     for image in images:
-        sidecars = [image.with_name(Path(key).name) for key in sidecar_keys(image.name)]
+        sidecars = [image.with_name(Path(key).name) for key in (*sidecar_keys(image.name), *prompt_keys(image.name))]
         for path in [p for p in sidecars if p.is_file()] + [image]:
             key, data = prefix + path.name, path.read_bytes()
             if overwrite:

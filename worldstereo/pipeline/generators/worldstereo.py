@@ -1,245 +1,198 @@
-"""The WorldStereo video model as the pipeline's generator: GGM renders, Plücker rays and SSM references in,
-frames out (paper Sec. 3). The model produces no depth, so it pairs with an image-based reconstructor.
+"""The released WorldStereo 2.0 model as the pipeline's generator ``worldstereo`` (variant from
+``generation.variant``: camera | memory | memory-dmd). One keyframe per requested camera (the release: 21,
+see :meth:`WorldStereoGenerator.clip_frames`), returned at the request's size; no depth.
 
-Fitting a request to the model. Wan needs ``H, W`` multiples of 16 (VAE stride 8 x patch 2) and ``N = 1 + 4k``
-frames (causal VAE, temporal stride 4). A request of another size is resampled up to the next multiples —
-photographs (given image, references) bilinearly, cache renders, hole masks and pointmaps at the nearest pixel
-centre so holes stay holes and colourised coordinates stay unblended, Plücker rays recomputed exactly for the
-resized cameras — and the generated frames are resampled back. A clip of another length is padded at its end
-by holding the last camera (its render, mask and rays repeated); the extra frames are dropped.
-
-Text and image-encoder embeddings are precomputed (no text encoder runs here): ``models.prompt_embeds`` names a
-safetensors file with ``prompt_embeds`` (UMT5, ``[512, 4096]``), optionally ``negative_prompt_embeds`` (same
-shape; needed by guided ``flow`` sampling) and ``image_embeds`` (CLIP ViT-H penultimate tokens of the
-conditioning image, ``[257, 1280]``; Wan2.1-I2V requires them). A leading batch dimension of 1 is accepted.
-One file serves every request: all clips share its prompt and its CLIP tokens.
+Weights: ``models.worldstereo_release`` (the release's variant folders) overlaid on ``models.wan_i2v``
+(Wan2.1-I2V diffusers directory, also the source of the UMT5/CLIP encoders, VAE and scheduler). Text and
+image embeddings are computed in this process, once per distinct prompt and start frame, and returned with the
+video so the scene state keeps them (a resumed scene passes them back); ``models.prompt_embeds``
+(a safetensors file, see ``worldstereo-paper``) overrides them for every request. A configuration problem is
+reported by every ``generate`` call, so each scene fails with the reason and the batch goes on.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 
 import torch
-import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import Tensor
 
 from worldstereo.config import Settings
 from worldstereo.errors import ConfigurationError
-from worldstereo.geometry.plucker import plucker_rays
-from worldstereo.models.config import WAN_TEXT_TOKENS
-from worldstereo.models.loading import require_component
-from worldstereo.models.model import TRANSFORMER, VAE, WorldStereoModel
+from worldstereo.models.encoders import ImageEncoder, TextEncoder
+from worldstereo.models.release_config import RELEASE_FRAMES
+from worldstereo.models.release_loading import wan_dir
+from worldstereo.models.release_model import KeyframeClip, ReleaseModel
 from worldstereo.pipeline.backends import GeneratedVideo, GenerationRequest, Resources, VideoGenerator
+from worldstereo.pipeline.generators.fitting import model_size, resize
+from worldstereo.pipeline.generators.worldstereo_paper import PromptEmbeddings
 
-PROMPT, NEGATIVE, IMAGE = "prompt_embeds", "negative_prompt_embeds", "image_embeds"
-PROMPT_SETTING = "WORLDSTEREO_MODELS__PROMPT_EMBEDS"
-DMD_SETTING = "WORLDSTEREO_MODELS__WAN_I2V_DMD"
-HOW_TO_EMBED = (
-    f"Set {PROMPT_SETTING} to a safetensors file holding '{PROMPT}' [512, 4096] (Wan2.1's UMT5-XXL encoding of "
-    f"the prompt, padded to 512 tokens), '{NEGATIVE}' (the same for the negative prompt; needed by guided flow "
-    f"sampling) and '{IMAGE}' [257, 1280] (the penultimate hidden states of Wan2.1-I2V's CLIP ViT-H/14 image "
-    "encoder on the conditioning image). No text encoder is installed here: compute them on a machine with "
-    "`transformers`, e.g. with diffusers' WanImageToVideoPipeline.encode_prompt and .encode_image, and write "
-    "them with safetensors.torch.save_file."
-)
+log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class PromptEmbeddings:
-    """Precomputed encoder outputs: ``prompt`` and ``negative`` ``[512, text_dim]``, ``image`` ``[K, image_dim]``."""
+class EmbeddingCache:
+    """``encode(input) → Tensor`` memoised by key (least recently used dropped past ``capacity``); entries a
+    scene already holds (``known``) are taken from there."""
 
-    prompt: Tensor
-    negative: Tensor | None = None
-    image: Tensor | None = None
+    def __init__(self, encode: Callable[[object], Tensor], capacity: int = 64) -> None:
+        self._encode, self._capacity = encode, capacity
+        self._entries: OrderedDict[str, Tensor] = OrderedDict()
+        self.encoded = 0  # how many times the encoder actually ran
 
-    @classmethod
-    def load(cls, path: Path | None) -> PromptEmbeddings:
-        """The embeddings file named by ``models.prompt_embeds``."""
-        if path is None:
-            raise ConfigurationError(f"no prompt embeddings configured. {HOW_TO_EMBED}")
-        if not Path(path).is_file():
-            raise ConfigurationError(f"prompt embeddings file {path} does not exist. {HOW_TO_EMBED}")
-        try:
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError) as exc:
-            raise ConfigurationError(f"cannot read prompt embeddings {path}: {exc}. {HOW_TO_EMBED}") from exc
-        unknown = sorted(set(tensors) - {PROMPT, NEGATIVE, IMAGE})
-        if PROMPT not in tensors or unknown:
-            found = ", ".join(sorted(tensors)) or "nothing"
-            raise ConfigurationError(f"prompt embeddings {path} hold {found}. {HOW_TO_EMBED}")
-
-        def unbatched(name: str) -> Tensor | None:
-            tensor = tensors.get(name)
-            return tensor[0] if tensor is not None and tensor.ndim == 3 and tensor.shape[0] == 1 else tensor
-
-        return cls(unbatched(PROMPT), unbatched(NEGATIVE), unbatched(IMAGE))
-
-    def check(self, model: WorldStereoModel, *, guided: bool) -> None:
-        """Shapes against the model's backbone; ``guided`` sampling needs the negative prompt."""
-        config = model.transformer.backbone.config
-        text = (WAN_TEXT_TOKENS, config.text_dim)
-        for name, tensor in ((PROMPT, self.prompt), (NEGATIVE, self.negative)):
-            if tensor is not None and tuple(tensor.shape) != text:
-                raise ConfigurationError(f"{name} must be {list(text)} for this backbone, got {list(tensor.shape)}")
-        if guided and self.negative is None:
-            raise ConfigurationError(f"guided flow sampling needs '{NEGATIVE}' in the prompt embeddings file")
-        if config.image_dim is None and self.image is not None:
-            raise ConfigurationError(f"this backbone takes no {IMAGE}")
-        if config.image_dim is not None and (
-            self.image is None or self.image.ndim != 2 or self.image.shape[1] != config.image_dim
-        ):
-            got = "none" if self.image is None else list(self.image.shape)
-            raise ConfigurationError(f"the I2V backbone needs {IMAGE} [K, {config.image_dim}], got {got}")
+    def get(self, key: str, value: object, known: Mapping[str, Tensor] | None = None) -> Tensor:
+        if known is not None and key in known:
+            return known[key]
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        self._entries[key] = self._encode(value)
+        self.encoded += 1
+        if len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+        return self._entries[key]
 
 
-def load_model(settings: Settings) -> WorldStereoModel:
-    """Wan2.1-I2V with the WorldStereo branches from local weights; the DMD-distilled Wan for ``dmd`` sampling when
-    ``models.wan_i2v_dmd`` is set (branches then from ``models.worldstereo_branches``, else ``models.wan_i2v``)."""
-    generation, paths = settings.generation, settings.models
-    dtype = getattr(torch, generation.dtype)
-    if generation.sampler != "dmd" or paths.wan_i2v_dmd is None:
-        return WorldStereoModel.from_settings(settings, dtype=dtype, offload=generation.offload)
-    for part, what in ((TRANSFORMER, "DMD-distilled Wan2.1-I2V transformer"), (VAE, "Wan2.1 VAE")):
-        require_component(paths.wan_i2v_dmd / part, what, DMD_SETTING)
-    branches = paths.worldstereo_branches or paths.wan_i2v
-    if branches is None:
-        raise ConfigurationError(
-            "no WorldStereo branch weights configured: set WORLDSTEREO_MODELS__WORLDSTEREO_BRANCHES to the local "
-            "directory with camera/ and ssm/ (or WORLDSTEREO_MODELS__WAN_I2V if they live there)"
-        )
-    return WorldStereoModel.from_pretrained(
-        paths.wan_i2v_dmd, branches, device=settings.resolved_device(), dtype=dtype, offload=generation.offload
-    )
+def text_key(text: str) -> str:
+    """Scene-state key of a text embedding."""
+    return "text_" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-# --- fitting a request to the model -----------------------------------------------------------------------
-def model_frames(frames: int, temporal: int) -> int:
-    """The shortest clip of ``1 + temporal k`` frames holding ``frames``."""
-    return 1 + temporal * math.ceil((frames - 1) / temporal)
+def image_key(image: Tensor) -> str:
+    """Scene-state key of a start frame's image embedding."""
+    data = image.detach().float().cpu().contiguous().numpy().tobytes()
+    return "image_" + hashlib.sha256(data).hexdigest()[:32]
 
 
-def model_size(height: int, width: int, multiple: int) -> tuple[int, int]:
-    """``height x width`` rounded up to multiples of ``multiple``."""
-    return multiple * math.ceil(height / multiple), multiple * math.ceil(width / multiple)
+def derived_ref_index(target_indices: Tensor, frames: int) -> Tensor:
+    """Target slot of each reference from the frame it was retrieved for: frame ``i`` → slot ``i - 1``."""
+    return (target_indices.long() - 1).clamp(0, max(frames - 2, 0))
 
 
-def resize(images: Tensor, size: tuple[int, int], mode: Literal["bilinear", "nearest"]) -> Tensor:
-    """``[N,H,W,C]`` resampled to ``size``: antialiased bilinear, or the nearest source pixel centre."""
-    if tuple(images.shape[1:3]) == tuple(size):
-        return images
-    channels_first = images.permute(0, 3, 1, 2)
-    if mode == "bilinear":
-        out = F.interpolate(channels_first, size=size, mode="bilinear", antialias=True, align_corners=False)
-    else:
-        out = F.interpolate(channels_first, size=size, mode="nearest-exact")
-    return out.permute(0, 2, 3, 1)
+def bucket_size(height: int, width: int, scale_map, multiple: int) -> tuple[int, int]:
+    """The released bucket with the closest aspect ratio, or the request rounded up to ``multiple``."""
+    if not scale_map:
+        return model_size(height, width, multiple)
+    return min(scale_map, key=lambda bucket: abs(bucket[0] / bucket[1] - height / width))
 
 
-def hold_last(frames: Tensor, count: int) -> Tensor:
-    """``frames [N,...]`` extended to ``count`` by repeating the last one."""
-    return torch.cat([frames, frames[-1:].expand(count - len(frames), *frames.shape[1:])])
+def keyframe_clip(request: GenerationRequest, size: tuple[int, int], max_references: int, memory: bool
+                  ) -> KeyframeClip:
+    """The request at the model's size: photos bilinear, cache renders bilinear, holes nearest; cameras resized."""
+    frames = len(request.cameras)
+    cameras = request.cameras.resized(*size)
+    ggm = request.ggm
 
+    def pixels(images: Tensor, mode) -> Tensor:
+        return resize(images.float(), size, mode)
 
-@dataclass(frozen=True)
-class ModelInputs:
-    """A request in the model's terms (size multiple of 16, ``1 + 4k`` frames): the clip arguments of
-    :meth:`WorldStereoModel.generate`."""
-
-    image: Tensor  # [H,W,3]
-    cache_renders: Tensor  # [N,H,W,3]
-    render_masks: Tensor  # [N,H,W] 1 where the cache covers the pixel
-    plucker: Tensor  # [N,6,H,W]
-    references: Tensor  # [F,H,W,3]
-    pointmaps: tuple[Tensor, Tensor]  # target, reference [F,H,W,3]
-    target_indices: Tensor  # [F]
-
-    def arguments(self) -> dict[str, Any]:
-        return dict(vars(self))
-
-
-def model_inputs(
-    request: GenerationRequest, size: tuple[int, int], frames: int, device: torch.device | str = "cpu"
-) -> ModelInputs:
-    """The request resampled to ``size`` and padded to ``frames`` frames (module docstring), on ``device``."""
-    ggm, refs = request.ggm, request.references
-
-    def pixels(images: Tensor, mode: Literal["bilinear", "nearest"]) -> Tensor:
-        return resize(images.to(device, torch.float32), size, mode)
-
-    covered = pixels((~ggm.mask)[..., None], "nearest")[..., 0]
-    same_size = tuple(request.plucker.shape[-2:]) == tuple(size)
-    plucker = request.plucker if same_size else plucker_rays(request.cameras.resized(*size))
-    return ModelInputs(
+    references = ref_w2c = ref_index = None
+    refs = request.references
+    if memory and refs is not None and len(refs.images):
+        index = refs.ref_index if refs.ref_index is not None else derived_ref_index(refs.target_indices, frames)
+        keep = torch.arange(len(refs.images))
+        if len(keep) > max_references:
+            keep = torch.linspace(0, len(keep) - 1, max_references).round().long()
+        references = pixels(refs.images[keep], "bilinear")
+        ref_w2c = refs.cameras.w2c[keep].float()
+        ref_index = index[keep]
+    return KeyframeClip(
         image=pixels(request.image[None], "bilinear")[0],
-        cache_renders=hold_last(pixels(ggm.rgb, "nearest"), frames),
-        render_masks=hold_last(covered, frames),
-        plucker=hold_last(plucker.to(device, torch.float32), frames),
-        references=pixels(refs.images, "bilinear"),
-        pointmaps=(pixels(refs.target_pointmaps, "nearest"), pixels(refs.reference_pointmaps, "nearest")),
-        target_indices=refs.target_indices.to(device),
+        renders=pixels(ggm.rgb, "bilinear"),
+        holes=pixels(ggm.mask[..., None], "nearest")[..., 0],
+        w2c=cameras.w2c.float(),
+        intrinsics=cameras.K.float(),
+        reference_images=references,
+        reference_w2c=ref_w2c,
+        ref_index=ref_index,
     )
-
-
-def request_frames(frames: Tensor, request: GenerationRequest) -> Tensor:
-    """Generated ``[N',H',W',3]`` → the request's first ``N`` frames at its size, in [0, 1], on its device."""
-    count, height, width = len(request.cameras), *request.image.shape[:2]
-    return resize(frames[:count], (height, width), "bilinear").clamp(0, 1).to(request.image.device)
 
 
 class WorldStereoGenerator(VideoGenerator):
-    """Wan2.1-I2V with the camera ControlNet (GGM) and the SSM branch, sampled as ``settings.generation`` says.
-
-    ``model`` and ``prompt_embeds`` inject a loaded model and embeddings; otherwise ``setup()`` loads them from
-    ``settings.models``. Returns frames only (``depth=None``).
-    """
+    """The released WorldStereo 2.0 variants. ``model``, ``text_encoder`` and ``image_encoder`` may be injected;
+    otherwise ``setup()`` loads them from ``settings.models`` (one load per actor)."""
 
     name = "worldstereo"
     resources = Resources(gpus=1.0, cpus=4.0, memory_gb=64.0)
 
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        model: WorldStereoModel | None = None,
-        prompt_embeds: PromptEmbeddings | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings | None = None, *, model: ReleaseModel | None = None,
+                 text_encoder: TextEncoder | None = None, image_encoder: ImageEncoder | None = None) -> None:
         super().__init__(settings)
         self.model = model
-        self.prompt_embeds = prompt_embeds
+        self.text_encoder, self.image_encoder = text_encoder, image_encoder
+        self.override: PromptEmbeddings | None = None
+        self.error: ConfigurationError | None = None
+        self._ready = False
+        self.texts = EmbeddingCache(lambda prompt: self.text_encoder.encode([prompt])[0])
+        self.images = EmbeddingCache(lambda image: self.image_encoder.encode(image))
 
-    @property
-    def guided(self) -> bool:
-        generation = self.settings.generation
-        return generation.sampler == "flow" and generation.guidance != 1.0
+    def clip_frames(self, planned: int) -> int:
+        """The release generates 21 keyframes per trajectory, whatever the planned length."""
+        return RELEASE_FRAMES
 
     def setup(self) -> None:
-        if self.prompt_embeds is None:
-            self.prompt_embeds = PromptEmbeddings.load(self.settings.models.prompt_embeds)
+        if self._ready:
+            return
+        try:
+            self._load()
+        except ConfigurationError as error:
+            log.error("worldstereo generator not usable: %s", error)
+            self.error = error
+        self._ready = True
+
+    def _load(self) -> None:
+        settings, paths, generation = self.settings, self.settings.models, self.settings.generation
+        device = settings.resolved_device()
         if self.model is None:
-            self.model = load_model(self.settings)
-        self.prompt_embeds.check(self.model, guided=self.guided)
+            self.model = ReleaseModel.from_pretrained(
+                paths.worldstereo_release, paths.wan_i2v, generation.variant, device=device,
+                dtype=getattr(torch, generation.dtype), offload=generation.offload, steps=generation.steps,
+                guidance=generation.guidance,
+            )
+        if paths.prompt_embeds is not None:
+            self.override = PromptEmbeddings.load(paths.prompt_embeds)
+            return
+        wan = wan_dir(paths.wan_i2v)  # a hub-cache snapshot resolved, every subfolder checked
+        encoders_on = "cpu" if generation.offload else device  # with offload the encoders stay in host memory
+        if self.text_encoder is None:
+            self.text_encoder = TextEncoder(wan, encoders_on)
+        if self.image_encoder is None:
+            self.image_encoder = ImageEncoder(wan, encoders_on)
+
+    def embeddings(self, prompt: str | None, image: Tensor, known: Mapping[str, Tensor]
+                   ) -> tuple[Tensor, Tensor | None, Tensor, dict[str, Tensor]]:
+        """``(prompt, negative or None, image)`` embeddings for one clip, and those not in ``known`` (the
+        scene's) by key."""
+        guided = self.model.guided
+        if self.override is not None:
+            override = self.override
+            if guided and override.negative is None:
+                raise ConfigurationError("classifier-free guidance needs 'negative_prompt_embeds' in "
+                                         "WORLDSTEREO_MODELS__PROMPT_EMBEDS")
+            if override.image is None:
+                raise ConfigurationError("WORLDSTEREO_MODELS__PROMPT_EMBEDS lacks 'image_embeds' (CLIP tokens)")
+            return override.prompt, override.negative if guided else None, override.image, {}
+        text = prompt if prompt is not None else self.settings.generation.default_prompt
+        negative_text = self.model.config.negative_prompt
+        used = {text_key(text): self.texts.get(text_key(text), text, known),
+                image_key(image): self.images.get(image_key(image), image, known)}
+        if guided:
+            used[text_key(negative_text)] = self.texts.get(text_key(negative_text), negative_text, known)
+        fresh = {key: value for key, value in used.items() if key not in known}
+        negative = used[text_key(negative_text)] if guided else None
+        return used[text_key(text)], negative, used[image_key(image)], fresh
 
     def generate(self, request: GenerationRequest) -> GeneratedVideo:
         self.setup()
-        model, embeds, generation = self.model, self.prompt_embeds, self.settings.generation
+        if self.error is not None:
+            raise self.error
+        model = self.model
         height, width = request.image.shape[:2]
-        size = model_size(height, width, model.size_multiple)
-        frames = model_frames(len(request.cameras), int(model.vae.config.scale_factor_temporal))
-        inputs = model_inputs(request, size, frames, model.device)
-        generated = model.generate(
-            **inputs.arguments(),
-            prompt_embeds=embeds.prompt,
-            negative_prompt_embeds=embeds.negative if self.guided else None,
-            image_embeds=embeds.image,
-            sampler=generation.sampler,
-            steps=generation.steps,
-            guidance=generation.guidance,
-            shift=generation.shift,
-            seed=request.seed,
-        )
-        return GeneratedVideo(frames=request_frames(generated, request), depth=None)
+        size = bucket_size(height, width, model.config.scale_map, model.size_multiple)
+        clip = keyframe_clip(request, size, self.settings.memory.max_references, model.config.memory)
+        prompt, negative, image, fresh = self.embeddings(request.prompt, clip.image, request.embeddings)
+        frames = model.generate(clip, prompt, image, negative, seed=request.seed)
+        out = resize(frames, (height, width), "bilinear").clamp(0, 1).to(request.image.device)
+        return GeneratedVideo(frames=out, depth=None, embeddings=fresh)

@@ -16,9 +16,9 @@ from worldstereo.geometry.plucker import plucker_rays
 from worldstereo.inputs import SceneInput
 from worldstereo.models import WorldStereoModel, tiny_config
 from worldstereo.pipeline.backends import DepthEstimate, GenerationRequest
-from worldstereo.pipeline.generators.worldstereo import (
+from worldstereo.pipeline.generators.worldstereo_paper import (
     PromptEmbeddings,
-    WorldStereoGenerator,
+    WorldStereoPaperGenerator,
     model_frames,
     model_size,
 )
@@ -112,7 +112,7 @@ def test_request_on_the_model_grid_reaches_the_model_unchanged(tmp_path):
     assert (height, width) == (48, 80) and len(request.references.target_indices) == 2
     model = tiny_model()
     calls = spy(model)
-    generator = WorldStereoGenerator(Settings(device="cpu"), model=model, prompt_embeds=embeddings())
+    generator = WorldStereoPaperGenerator(Settings(device="cpu"), model=model, prompt_embeds=embeddings())
     video = generator.generate(request)
 
     sent = calls[0]
@@ -144,7 +144,7 @@ def test_request_off_the_grid_is_padded_resampled_and_mapped_back(tmp_path):
     model = tiny_model()
     calls = spy(model)
     settings = Settings(device="cpu", generation=GeneratorSettings(sampler="flow", steps=2, guidance=3.0))
-    video = WorldStereoGenerator(settings, model=model, prompt_embeds=embeddings()).generate(request)
+    video = WorldStereoPaperGenerator(settings, model=model, prompt_embeds=embeddings()).generate(request)
     sent = calls[0]
     assert sent["sampler"] == "flow" and sent["steps"] == 2 and sent["negative_prompt_embeds"] is not None
 
@@ -177,20 +177,20 @@ def test_request_off_the_grid_is_padded_resampled_and_mapped_back(tmp_path):
 
 # --- loading through the registry --------------------------------------------------------------------------
 def settings_with(models: ModelPaths, **generation) -> Settings:
-    return Settings(generator="worldstereo", device="cpu", models=models,
+    return Settings(generator="worldstereo-paper", device="cpu", models=models,
                     generation=GeneratorSettings(dtype="float32", **generation))
 
 
 def setup_error(settings: Settings) -> str:
-    backend = make_backend("generator", "worldstereo", settings)
+    backend = make_backend("generator", "worldstereo-paper", settings)
     with pytest.raises(ConfigurationError) as error:
         backend.setup()
     return str(error.value)
 
 
 def test_registry_backend_wants_a_gpu_and_says_what_to_configure(tmp_path, saved):
-    backend = make_backend("generator", "worldstereo", Settings(device="cpu"))
-    assert isinstance(backend, WorldStereoGenerator) and backend.resources.gpus >= 1
+    backend = make_backend("generator", "worldstereo-paper", Settings(device="cpu"))
+    assert isinstance(backend, WorldStereoPaperGenerator) and backend.resources.gpus >= 1
 
     message = setup_error(settings_with(ModelPaths()))
     assert "WORLDSTEREO_MODELS__PROMPT_EMBEDS" in message and "UMT5" in message and "encode_prompt" in message
@@ -224,17 +224,17 @@ def test_registry_backend_wants_a_gpu_and_says_what_to_configure(tmp_path, saved
 def test_setup_loads_local_weights_and_generates_like_the_model_itself(tmp_path, saved):
     request = scene_request(tmp_path / "store", frames=5, scale=0.1)
     settings = settings_with(ModelPaths(wan_i2v=saved["wan"], prompt_embeds=saved["embeds"]))
-    backend = make_backend("generator", "worldstereo", settings)
+    backend = make_backend("generator", "worldstereo-paper", settings)
     backend.setup()
     video = backend.generate(request)
     assert video.frames.shape == (5, *request.image.shape) and video.depth is None
-    reference = WorldStereoGenerator(settings, model=tiny_model(0), prompt_embeds=embeddings())
+    reference = WorldStereoPaperGenerator(settings, model=tiny_model(0), prompt_embeds=embeddings())
     assert torch.equal(video.frames, reference.generate(request).frames)  # weights and embeddings loaded exactly
 
 
 def test_dmd_sampling_loads_the_distilled_transformer_with_the_branches(tmp_path, saved):
     paths = ModelPaths(wan_i2v=saved["wan"], wan_i2v_dmd=saved["dmd"], prompt_embeds=saved["embeds"])
-    backend = make_backend("generator", "worldstereo", settings_with(paths, sampler="dmd"))
+    backend = make_backend("generator", "worldstereo-paper", settings_with(paths, sampler="dmd"))
     backend.setup()
     base, distilled = tiny_model(0).transformer, tiny_model(1).transformer
     loaded = backend.model.transformer
@@ -245,7 +245,7 @@ def test_dmd_sampling_loads_the_distilled_transformer_with_the_branches(tmp_path
         other = getattr(distilled, branch).state_dict()
         assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
         assert not all(torch.equal(ours[k], other[k]) for k in other)
-    flow = make_backend("generator", "worldstereo", settings_with(paths, sampler="flow"))
+    flow = make_backend("generator", "worldstereo-paper", settings_with(paths, sampler="flow"))
     flow.setup()  # flow sampling keeps the base Wan transformer
     assert torch.equal(flow.model.transformer.backbone.blocks[0].attn1.to_q.weight,
                        base.backbone.blocks[0].attn1.to_q.weight)
