@@ -1,6 +1,6 @@
 """MoGe depth backend and the icosahedron panorama merge, against exact synthetic geometry.
 
-MoGe itself is not installable here; ``GroundTruthMoGe`` stands in for it with the same ``infer``
+``GroundTruthMoGe`` stands in for MoGe with the same ``infer``
 interface and answers each image with the exact geometry of the camera it was rendered from.
 """
 
@@ -43,7 +43,9 @@ class GroundTruthMoGe:
         self.calls: list[float | None] = []
         self._next = 0
 
-    def infer(self, image: torch.Tensor, *, fov_x: float | None = None, apply_mask: bool = True) -> dict:
+    def infer(self, image: torch.Tensor, *, fov_x: float | None = None, apply_mask: bool = True,
+              use_fp16: bool = True) -> dict:
+        assert not use_fp16  # half precision only on CUDA
         batch = image.shape[0]
         assert image.shape[1:] == (3, self.cameras.height, self.cameras.width)
         assert image.dtype == torch.float32 and 0 <= float(image.min()) and float(image.max()) <= 1
