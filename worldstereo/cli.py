@@ -25,10 +25,12 @@ def emit(result: dict, text: str, json_path: Path | None) -> None:
 
 @app.command()
 def config() -> None:
-    """Print the effective settings (secrets masked)."""
+    """Print the effective settings (secrets masked) and which model weights are configured."""
     from worldstereo.config import load_settings
+    from worldstereo.pipeline.weights import weights_report
 
-    typer.echo(load_settings().model_dump_json(indent=2))
+    settings = load_settings()
+    typer.echo(json.dumps(settings.model_dump(mode="json") | {"weights": weights_report(settings)}, indent=2))
 
 
 @app.command()
@@ -111,8 +113,8 @@ def run_scene_command(
     input_path: Annotated[Path, typer.Argument(help="Input image (sidecars NAME.depth.npy / NAME.camera.json beside it).")],
     out: Annotated[Path, typer.Option(help="Local store directory for the outputs.")] = Path("outputs"),
     generator: Annotated[Optional[str], typer.Option(help="oracle | warp | worldstereo")] = None,
-    reconstructor: Annotated[Optional[str], typer.Option(help="rendered-depth | worldmirror")] = None,
-    depth: Annotated[Optional[str], typer.Option(help="sidecar | moge")] = None,
+    reconstructor: Annotated[Optional[str], typer.Option(help="rendered-depth | depth-anything-3 | worldmirror")] = None,
+    depth: Annotated[Optional[str], typer.Option(help="auto | sidecar | depth-pro | depth-anything-metric | moge")] = None,
     frames: Annotated[Optional[int], typer.Option(help="Frames per trajectory (paper: 81).")] = None,
     scale: Annotated[Optional[float], typer.Option(help="Working resolution as a fraction of the 480p bucket.")] = None,
     json_path: JsonOption = None,
@@ -145,7 +147,7 @@ def run_scene_command(
 def eval_command(
     suite: Annotated[str, typer.Option(help="'synthetic' (bundled ground-truth scenes) or a dataset directory.")] = "synthetic",
     generator: Annotated[Optional[str], typer.Option(help="oracle | warp | worldstereo")] = None,
-    reconstructor: Annotated[Optional[str], typer.Option(help="rendered-depth | worldmirror")] = None,
+    reconstructor: Annotated[Optional[str], typer.Option(help="rendered-depth | depth-anything-3 | worldmirror")] = None,
     frames: Annotated[Optional[int], typer.Option(help="Frames per trajectory (paper: 81).")] = None,
     scale: Annotated[Optional[float], typer.Option(help="Working resolution as a fraction of the 480p bucket.")] = None,
     json_path: JsonOption = None,

@@ -87,3 +87,17 @@ def load_failure(spec: WeightsSpec, path: Path, error: Exception) -> Configurati
         f"{spec.setting}={path}: the weights do not load ({type(error).__name__}: {error}); "
         f"expected {spec.checkpoints}"
     )
+
+
+def weights_report(settings: Settings) -> dict[str, str]:
+    """Per model setting: ``not set``, ``ok: PATH`` or why the directory is unusable (``worldstereo config``)."""
+    from worldstereo.pipeline.depth.depth_anything_metric import SPEC as DEPTH_ANYTHING_METRIC
+    from worldstereo.pipeline.depth.depth_pro import SPEC as DEPTH_PRO
+    from worldstereo.pipeline.reconstructors.depth_anything_3 import SPEC as DEPTH_ANYTHING_3
+
+    report = {spec.setting: spec.status(settings) for spec in (DEPTH_PRO, DEPTH_ANYTHING_METRIC, DEPTH_ANYTHING_3)}
+    for field, path in settings.models:
+        setting = f"WORLDSTEREO_MODELS__{field.upper()}"
+        if setting not in report:
+            report[setting] = "not set" if path is None else (f"ok: {path}" if path.exists() else f"missing: {path}")
+    return report

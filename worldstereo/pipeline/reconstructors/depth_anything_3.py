@@ -97,14 +97,15 @@ class DepthAnything3Reconstructor(Reconstructor):
         sim = fit_cameras(prediction, cameras, anchor)
         aligned = Camera(prediction.cameras.K, sim.apply_c2w(prediction.cameras.c2w), *size)
         valid = confident(prediction.depth[..., None], prediction.confidence) & (prediction.depth > 0)
-        points = aligned.backproject(torch.where(valid, prediction.depth, 0.0).to(torch.float64))
+        depth = torch.where(valid, prediction.depth * sim.scale, 0.0)  # in the world's units
+        points = aligned.backproject(depth)
         return Reconstruction(
             points=points.to(torch.float32),
             colors=images.permute(0, 2, 3, 1).to(request.cameras.device),
             valid=valid,
             cameras=aligned.to(dtype=request.cameras.dtype),
             frame="world",
-            extras={"sim3": sim},
+            extras={"sim3": sim, "depth": depth},
         )
 
     def predict(self, images: Tensor, cameras: Camera) -> DA3Prediction:
