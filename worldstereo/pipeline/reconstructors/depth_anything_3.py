@@ -3,7 +3,7 @@
 ``WORLDSTEREO_MODELS__DEPTH_ANYTHING_3`` names a directory in the layout of ``depth-anything/DA3-SMALL``
 (``config.json`` with the package preset in ``model_name``, ``model.safetensors`` of the hub wrapper,
 whose tensors are the network's under ``model.``). The network is built from the package's preset and
-called directly (its ``api`` module needs torchvision).
+called directly (its high-level ``api`` module imports video and image packages this project does not install).
 
 The generated frames (ImageNet-normalised, long side at most ``DEFAULT_RESOLUTION``, sides multiples of
 the 14-pixel patch) go in with the requested cameras as priors: w2c extrinsics relative to frame 0 and
