@@ -68,13 +68,15 @@ def write_depth_anything_3(directory: Path) -> Path:
     """``depth-anything/DA3-SMALL`` layout: config.json naming the preset, model.safetensors of the wrapper."""
     from depth_anything_3.cfg import create_object, load_config
     from depth_anything_3.registry import MODEL_REGISTRY
-    from safetensors.torch import save_file
+    from safetensors.torch import save_model
+
+    from worldstereo.pipeline.reconstructors.depth_anything_3 import hub_wrapper
 
     torch.manual_seed(0)
     network = create_object(load_config(MODEL_REGISTRY[DA3_PRESET]))
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps({"model_name": DA3_PRESET}))
-    save_file({f"model.{k}": v.contiguous() for k, v in network.state_dict().items()}, directory / "model.safetensors")
+    save_model(hub_wrapper(network), str(directory / "model.safetensors"))  # as the hub mixin saves it
     return directory
 
 

@@ -42,7 +42,6 @@ from worldstereo.pipeline.weights import CONFIG_NAME, WEIGHTS_NAME, WeightsSpec,
 SPEC = WeightsSpec("depth-anything-3", "depth_anything_3", (CONFIG_NAME, WEIGHTS_NAME),
                    "depth-anything/DA3-SMALL or DA3-BASE (apache-2.0), DA3-LARGE (CC-BY-NC-4.0)")
 INSTALL_HINT = "install it with `pip install --no-deps depth-anything-3==0.1.1` (scripts/setup.sh does)"
-WRAPPER_PREFIX = "model."  # the hub checkpoint holds the network under the wrapper's attribute
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 DEFAULT_RESOLUTION = 504  # DA3's processing resolution (long side)
 MIN_CENTRE_SPREAD = 1e-3  # x the first frame's median depth: below it the centres cannot fix the scale
@@ -174,16 +173,21 @@ def load_depth_anything_3(settings: Settings, device: torch.device) -> DepthAnyt
             f"({', '.join(MODEL_REGISTRY)}); expected {SPEC.checkpoints}"
         )
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
 
-    network = create_object(load_config(MODEL_REGISTRY[preset]))
+    wrapper = hub_wrapper(create_object(load_config(MODEL_REGISTRY[preset])))
     try:
-        state = load_file(path / WEIGHTS_NAME)
-        state = {k.removeprefix(WRAPPER_PREFIX): v for k, v in state.items()}
-        network.load_state_dict(state, strict=True)
+        load_model(wrapper, path / WEIGHTS_NAME, strict=True)  # tensors shared in the network are stored once
     except (OSError, RuntimeError, SafetensorError) as error:
         raise load_failure(SPEC, path, error) from None
-    return _Forward(network.to(device).eval().requires_grad_(False))
+    return _Forward(wrapper.model.to(device).eval().requires_grad_(False))
+
+
+def hub_wrapper(network: torch.nn.Module) -> torch.nn.Module:
+    """A module holding ``network`` under ``model``, as the hub checkpoint's wrapper class does."""
+    wrapper = torch.nn.Module()
+    wrapper.model = network
+    return wrapper
 
 
 class _Forward:
