@@ -12,10 +12,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from worldstereo.config import Settings
 from worldstereo.errors import ConfigurationError
 
 CONFIG_NAME, WEIGHTS_NAME, PREPROCESSOR_NAME = "config.json", "model.safetensors", "preprocessor_config.json"
+# What loading a present but broken checkpoint raises (truncated or foreign safetensors, mismatched shapes).
+LOAD_ERRORS = (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError)
 
 
 @dataclass(frozen=True)

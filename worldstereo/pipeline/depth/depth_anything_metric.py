@@ -30,7 +30,14 @@ from worldstereo.pipeline.depth.monocular import (
     resize_images,
     resize_maps,
 )
-from worldstereo.pipeline.weights import CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME, WeightsSpec, load_failure
+from worldstereo.pipeline.weights import (
+    CONFIG_NAME,
+    LOAD_ERRORS,
+    PREPROCESSOR_NAME,
+    WEIGHTS_NAME,
+    WeightsSpec,
+    load_failure,
+)
 
 SPEC = WeightsSpec("depth-anything-metric", "depth_anything_metric", (CONFIG_NAME, WEIGHTS_NAME),
                    "depth-anything/Depth-Anything-V2-Metric-Indoor-Small-hf or -Outdoor-, Small/Base/Large, apache-2.0")
@@ -92,7 +99,7 @@ def load_depth_anything_metric(settings: Settings, device: torch.device):
     try:
         model, info = DepthAnythingForDepthEstimation.from_pretrained(
             path, local_files_only=True, output_loading_info=True, **overrides)
-    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:
+    except LOAD_ERRORS as error:
         raise load_failure(SPEC, path, error) from None
     if info["missing_keys"]:
         raise load_failure(SPEC, path, KeyError(f"{len(info['missing_keys'])} missing tensors"))

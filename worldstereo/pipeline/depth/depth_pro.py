@@ -25,7 +25,14 @@ from worldstereo.pipeline.depth.monocular import (
     resize_images,
     resize_maps,
 )
-from worldstereo.pipeline.weights import CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME, WeightsSpec, load_failure
+from worldstereo.pipeline.weights import (
+    CONFIG_NAME,
+    LOAD_ERRORS,
+    PREPROCESSOR_NAME,
+    WEIGHTS_NAME,
+    WeightsSpec,
+    load_failure,
+)
 
 SPEC = WeightsSpec("depth-pro", "depth_pro", (CONFIG_NAME, WEIGHTS_NAME),
                    "apple/DepthPro-hf, research-only licence")
@@ -85,7 +92,7 @@ def load_depth_pro(settings: Settings, device: torch.device):
     try:
         model, info = DepthProForDepthEstimation.from_pretrained(path, local_files_only=True,
                                                                  output_loading_info=True)
-    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:
+    except LOAD_ERRORS as error:
         raise load_failure(SPEC, path, error) from None
     if info["missing_keys"]:
         raise load_failure(SPEC, path, KeyError(f"{len(info['missing_keys'])} missing tensors"))

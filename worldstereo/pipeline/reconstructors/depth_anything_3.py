@@ -37,7 +37,7 @@ from worldstereo.pipeline.backends import (
     Resources,
 )
 from worldstereo.pipeline.reconstructors.worldmirror import confident, model_input_size
-from worldstereo.pipeline.weights import CONFIG_NAME, WEIGHTS_NAME, WeightsSpec, load_failure
+from worldstereo.pipeline.weights import CONFIG_NAME, LOAD_ERRORS, WEIGHTS_NAME, WeightsSpec, load_failure
 
 SPEC = WeightsSpec("depth-anything-3", "depth_anything_3", (CONFIG_NAME, WEIGHTS_NAME),
                    "depth-anything/DA3-SMALL or DA3-BASE (apache-2.0), DA3-LARGE (CC-BY-NC-4.0)")
@@ -172,13 +172,12 @@ def load_depth_anything_3(settings: Settings, device: torch.device) -> DepthAnyt
             f"{SPEC.setting}={path}: {CONFIG_NAME} names model_name {preset!r}, not a preset of depth-anything-3 "
             f"({', '.join(MODEL_REGISTRY)}); expected {SPEC.checkpoints}"
         )
-    from safetensors import SafetensorError
     from safetensors.torch import load_model
 
     wrapper = hub_wrapper(create_object(load_config(MODEL_REGISTRY[preset])))
     try:
         load_model(wrapper, path / WEIGHTS_NAME, strict=True)  # tensors shared in the network are stored once
-    except (OSError, RuntimeError, SafetensorError) as error:
+    except LOAD_ERRORS as error:
         raise load_failure(SPEC, path, error) from None
     return _Forward(wrapper.model.to(device).eval().requires_grad_(False))
 
