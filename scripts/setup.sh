@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Idempotent set-up: system libraries, a virtual environment in .venv, the project and its pins.
-# A second run reinstalls nothing unless pyproject.toml changed.
+# A second run reinstalls nothing unless pyproject.toml or requirements/ changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"            # "" or "test"
 venv=".venv"
-hash="$(sha256sum pyproject.toml | cut -c1-16)"
+hash="$(cat pyproject.toml requirements/*.txt | sha256sum | cut -c1-16)"
 stamp="$venv/.installed-$hash${extras:+-$extras}"
 
 # Done already: the same pins, with at least the extras asked for.
@@ -24,6 +24,12 @@ fi
 # The CPU build of torch comes from the local wheel store; pin it first so nothing pulls CUDA wheels.
 "$venv/bin/python" -m pip install -q "torch==2.13.0"
 "$venv/bin/python" -m pip install -q -e ".${extras:+[$extras]}"
+# Model packages whose declared dependencies would replace torch or numpy: pinned by hash, without
+# dependencies (what they import is in pyproject.toml).
+"$venv/bin/python" -m pip install -q --no-deps --require-hashes -r requirements/models.txt
+if [ "$extras" = "test" ]; then
+  "$venv/bin/python" -m pip install -q --no-deps --require-hashes -r requirements/models-test.txt
+fi
 # Create Prefect's database now, so that the first run's embedded server starts without migrating it.
 PREFECT_SERVER_ANALYTICS_ENABLED=false "$venv/bin/prefect" --no-prompt server database upgrade -y >/dev/null
 rm -f "$venv"/.installed-*

@@ -25,10 +25,12 @@ def emit(result: dict, text: str, json_path: Path | None) -> None:
 
 @app.command()
 def config() -> None:
-    """Print the effective settings (secrets masked)."""
+    """Print the effective settings (secrets masked) and which model weights are configured."""
     from worldstereo.config import load_settings
+    from worldstereo.pipeline.weights import weights_report
 
-    typer.echo(load_settings().model_dump_json(indent=2))
+    settings = load_settings()
+    typer.echo(json.dumps(settings.model_dump(mode="json") | {"weights": weights_report(settings)}, indent=2))
 
 
 @app.command()

@@ -55,7 +55,10 @@ class RaySettings(BaseModel):
 class ModelPaths(BaseModel):
     """Local weight locations. Nothing is ever downloaded."""
 
-    moge: Path | None = None
+    moge: Path | None = None  # MoGe checkpoint: model.pt or a directory holding it
+    depth_pro: Path | None = None  # apple/DepthPro-hf layout (config.json, model.safetensors)
+    depth_anything_metric: Path | None = None  # Depth-Anything-V2-Metric-{Indoor,Outdoor}-*-hf layout
+    depth_anything_3: Path | None = None  # depth-anything/DA3-* layout (config.json, model.safetensors)
     wan_i2v: Path | None = None
     worldstereo_branches: Path | None = None
     worldmirror: Path | None = None
@@ -167,7 +170,8 @@ class Settings(BaseSettings):
     panorama: PanoramaSettings = PanoramaSettings()
     generation: GeneratorSettings = GeneratorSettings()
     device: str = "auto"
-    depth_backend: Literal["sidecar", "moge"] = "sidecar"
+    depth_backend: str = "auto"  # a depth backend of worldstereo.pipeline.registry
+    max_depth: int | None = Field(default=None, gt=0)  # metres; Depth-Anything-V2 metric head, None: the checkpoint's
     generator: str = "oracle"
     reconstructor: str = "rendered-depth"
     resolution_scale: float = Field(default=1.0, gt=0.0, le=2.0)

@@ -3,7 +3,8 @@
 Input layout (files in a directory or objects under a key prefix; ``NAME`` is any base name)::
 
     NAME.png | NAME.jpg | NAME.jpeg | NAME.webp
-        The image. Decoded to RGB (alpha dropped, EXIF orientation applied); at least 32 px a side
+        The image. Decoded to RGB (EXIF orientation applied; transparency composited over white;
+        16-bit grey, CMYK, palette and bilevel images converted); at least 32 px a side
         and at most ``max_input_pixels`` pixels.
     NAME.depth.npy     (optional)
         Float array [H,W] of the image's size, in metres: z-depth along the optical axis for a
@@ -84,6 +85,7 @@ CAMERA_SUFFIX = ".camera.json"
 MIN_SIDE = 32
 PANORAMA_ASPECT_TOLERANCE = 0.01  # relative deviation from 2:1
 _FORMATS = {"PNG", "JPEG", "WEBP"}
+_SIXTEEN_BIT_GREY = {"I;16", "I;16B", "I;16L", "I"}  # what 16-bit grey PNGs decode to
 _ORTHONORMAL_TOLERANCE = 1e-4
 
 InputKind = Literal["perspective", "panorama"]
@@ -310,10 +312,22 @@ def _decode_image(data: bytes, max_pixels: int) -> Tensor:
         _check_size(*image.size, max_pixels)
         try:
             image.load()
-            rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+            rgb = _to_rgb(ImageOps.exif_transpose(image))
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             raise InvalidInputError(f"image is truncated or corrupt: {error}") from None
-    return torch.from_numpy(rgb.astype(np.float32) / 255.0)
+    return torch.from_numpy(rgb)
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """RGB float32 ``[H,W,3]`` in ``[0,1]`` of any decoded mode: 16-bit grey keeps its range, transparency is
+    composited over white, CMYK, palette, grey and bilevel images are converted."""
+    if image.mode in _SIXTEEN_BIT_GREY:
+        grey = np.asarray(image).astype(np.float32) / 65535.0
+        return np.repeat(grey.clip(0.0, 1.0)[..., None], 3, axis=-1)
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return np.asarray(image.convert("RGB")).astype(np.float32) / 255.0
 
 
 def _decode_depth(data: bytes, shape: tuple[int, int]) -> Tensor:

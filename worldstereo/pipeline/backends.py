@@ -42,10 +42,14 @@ class Backend(ABC):
 
 @dataclass(frozen=True)
 class DepthEstimate:
-    """Metric depth of the input: z-depth ``[H,W]`` (perspective) or distance ``[H,W]`` (panorama)."""
+    """Metric depth of the input: z-depth ``[H,W]`` (perspective) or distance ``[H,W]`` (panorama).
+
+    ``info`` says where the depth and the intrinsics came from (backend, ``intrinsics`` source, focal);
+    the scene summary reports it."""
 
     depth: Tensor
     camera: Camera | None
+    info: dict = field(default_factory=dict)
 
 
 class DepthEstimator(Backend):

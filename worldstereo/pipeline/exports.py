@@ -18,7 +18,7 @@ from worldstereo.geometry.rotations import rotation_to_quaternion
 from worldstereo.memory.bank import MemoryBank
 from worldstereo.pipeline.export_worldmirror import FOLDER, worldmirror_files
 from worldstereo.pipeline.media import encode_jpegs
-from worldstereo.pipeline.scene import EXPORT, INIT, TRAJECTORY, SceneContext, StageResult
+from worldstereo.pipeline.scene import DEPTH_INFO, EXPORT, INIT, TRAJECTORY, SceneContext, StageResult
 
 OPENCV_TO_OPENGL = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
 COLMAP_MAX_POINTS = 500_000
@@ -126,7 +126,8 @@ def run_export(ctx: SceneContext, names: list[str]) -> StageResult:
         "bank_frames": len(state.bank),
         "trajectories": {name: {"duration_s": records[name].duration_s, **records[name].metrics}
                          for name in names if name in records},
-        "init": {"duration_s": records[INIT].duration_s, **records[INIT].metrics} if INIT in records else {},
+        "init": {"duration_s": records[INIT].duration_s, **records[INIT].metrics, "depth": _depth_info(ctx)}
+        if INIT in records else {},
         "duration_s": sum(r.duration_s for r in records.values() if r.stage in (INIT, TRAJECTORY)),
         "outputs": sorted(keys),
     }
@@ -134,6 +135,12 @@ def run_export(ctx: SceneContext, names: list[str]) -> StageResult:
     result = StageResult(tuple(keys), {"fused_points": float(len(state.cache))})
     ctx.finish(EXPORT, None, started, result)
     return result
+
+
+def _depth_info(ctx: SceneContext) -> dict:
+    """Where the init depth and intrinsics came from (``{}`` for scenes initialised before this was recorded)."""
+    key = ctx.states.key(INIT, DEPTH_INFO)
+    return json.loads(ctx.store.get_bytes(ctx.bucket, key)) if ctx.store.exists(ctx.bucket, key) else {}
 
 
 def world_up(state) -> Tensor:

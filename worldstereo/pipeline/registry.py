@@ -12,7 +12,10 @@ if TYPE_CHECKING:  # the tables are read by the command line's help: importing t
     from worldstereo.pipeline.backends import Backend, DepthEstimator, Reconstructor, VideoGenerator
 
 _DEPTH = {
+    "auto": "worldstereo.pipeline.depth.auto:AutoDepth",
     "sidecar": "worldstereo.pipeline.depth.sidecar:SidecarDepth",
+    "depth-pro": "worldstereo.pipeline.depth.depth_pro:DepthProDepth",
+    "depth-anything-metric": "worldstereo.pipeline.depth.depth_anything_metric:DepthAnythingMetricDepth",
     "moge": "worldstereo.pipeline.depth.moge:MoGeDepth",
 }
 _GENERATORS = {
@@ -24,6 +27,7 @@ _GENERATORS = {
 _RECONSTRUCTORS = {
     "rendered-depth": "worldstereo.pipeline.reconstructors.rendered_depth:RenderedDepthReconstructor",
     "worldmirror": "worldstereo.pipeline.reconstructors.worldmirror:WorldMirrorReconstructor",
+    "depth-anything-3": "worldstereo.pipeline.reconstructors.depth_anything_3:DepthAnything3Reconstructor",
 }
 KINDS = {"depth": _DEPTH, "generator": _GENERATORS, "reconstructor": _RECONSTRUCTORS}
 

@@ -48,6 +48,7 @@ from worldstereo.storage.base import ObjectStore
 from worldstereo.storage.manifests import StageRecord, StageRecords
 
 INIT, TRAJECTORY, EXPORT = "init", "trajectory", "export"
+DEPTH_INFO = "depth.json"  # init output: where the depth and the intrinsics came from
 
 DepthFn = Callable[[SceneInput], DepthEstimate]
 GenerateFn = Callable[[GenerationRequest], GeneratedVideo]
@@ -158,8 +159,10 @@ def default_camera(settings: Settings, height: int, width: int) -> Camera:
 def run_init(ctx: SceneContext, scene: SceneInput, depth_fn: DepthFn) -> StageResult:
     """Depth initialisation, the initial cache and memory bank, the trajectory plan."""
     started = time.perf_counter()
-    state = initial_state(ctx, scene, depth_fn(scene))
-    keys = ctx.states.save(INIT, state)
+    estimate = depth_fn(scene)
+    state = initial_state(ctx, scene, estimate)
+    keys = ctx.states.save(INIT, state) + [ctx.states.key(INIT, DEPTH_INFO)]
+    ctx.store.put_bytes(ctx.bucket, keys[-1], json.dumps(estimate.info).encode())
     result = StageResult(tuple(keys), {"cache_points": float(len(state.cache)), "bank_frames": float(len(state.bank)),
                                        "trajectories": float(len(state.plans))})
     ctx.finish(INIT, None, started, result)

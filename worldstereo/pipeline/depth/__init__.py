@@ -1,1 +1,1 @@
-"""Depth initialisation: ``sidecar`` (depth beside the image) and ``moge`` (MoGe from local weights)."""
+"""Depth initialisation: ``auto``, ``sidecar`` and the models ``depth-pro``, ``depth-anything-metric``, ``moge``."""

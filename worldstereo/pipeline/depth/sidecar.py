@@ -17,6 +17,8 @@ class SidecarDepth(DepthEstimator):
         if scene.depth is None:
             raise InvalidInputError(
                 "depth backend 'sidecar' needs a depth file beside the image (NAME.depth.npy); "
-                "add one or set WORLDSTEREO_DEPTH_BACKEND=moge with WORLDSTEREO_MODELS__MOGE"
+                "add one, or set WORLDSTEREO_DEPTH_BACKEND=auto (the default) with a depth model's weights "
+                "(WORLDSTEREO_MODELS__DEPTH_PRO, __DEPTH_ANYTHING_METRIC or __MOGE)"
             )
-        return DepthEstimate(depth=scene.depth, camera=scene.camera)
+        return DepthEstimate(depth=scene.depth, camera=scene.camera,
+                             info={"backend": self.name, "intrinsics": "camera-file" if scene.camera else "default-fov"})

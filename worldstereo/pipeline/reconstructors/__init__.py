@@ -1,1 +1,1 @@
-"""Reconstructors: ``rendered-depth`` (known cameras, generator depth) and ``worldmirror``."""
+"""Reconstructors: ``rendered-depth`` (known cameras, generator depth), ``depth-anything-3`` and ``worldmirror``."""

@@ -24,7 +24,7 @@ class RenderedDepthReconstructor(Reconstructor):
         if video.depth is None:
             raise ConfigurationError(
                 "the rendered-depth reconstructor needs a generator that returns depth (oracle, warp); "
-                "use --reconstructor worldmirror with image-only generators"
+                "use --reconstructor depth-anything-3 (or worldmirror) with image-only generators"
             )
         cameras = request.cameras.to(dtype=torch.float32)
         depth = video.depth.to(torch.float32)
