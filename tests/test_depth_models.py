@@ -208,3 +208,13 @@ def test_config_command_shows_which_weights_are_configured(weights, monkeypatch)
     assert report["WORLDSTEREO_MODELS__DEPTH_PRO"] == f"ok: {weights['depth_pro']}"
     assert report["WORLDSTEREO_MODELS__DEPTH_ANYTHING_METRIC"] == "not set"
     assert report["WORLDSTEREO_MODELS__DEPTH_ANYTHING_3"].startswith("unusable: WORLDSTEREO_MODELS__DEPTH_ANYTHING_3=")
+
+
+def test_moge_estimates_the_intrinsics_of_a_plain_photo(weights, one_thread):
+    settings = Settings(device="cpu", models=ModelPaths(moge=weights["moge"]))
+    estimate = make_backend("depth", "moge", settings).estimate(SceneInput("perspective", torch.rand(40, 64, 3), None, None, None))
+    assert estimate.info["backend"] == "moge" and estimate.info["intrinsics"] == "moge"
+    assert estimate.info["focal_px"] == pytest.approx(float(estimate.camera.K[0, 0, 0]))
+    assert estimate.info["focal_px"] > 0
+    torch.testing.assert_close(estimate.camera.K[0, :2, 2], torch.tensor([32.0, 20.0], dtype=torch.float64))
+    assert bool((estimate.depth > 0).all())
