@@ -164,7 +164,7 @@ def run_init(ctx: SceneContext, scene: SceneInput, depth_fn: DepthFn) -> StageRe
 # --- trajectories ----------------------------------------------------------------------------------------
 def trajectory_names(ctx: SceneContext) -> list[str]:
     """Record names of the planned trajectories, in run order (requires a finished init)."""
-    return [name for name, _, _ in ctx.states.load(INIT).plans]
+    return ctx.states.plan_names(INIT)
 
 
 def _previous(names: list[str], name: str) -> str:
