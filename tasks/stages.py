@@ -27,12 +27,12 @@ from worldstereo.config import Settings
 from worldstereo.errors import PermanentError
 from worldstereo.pipeline.runner import Stage, later_stages
 from worldstereo.pipeline.scene import INIT
-from worldstereo.storage.claims import Claim, SceneClaims
+from worldstereo.catalog.claims import Claim, SceneClaims
 from worldstereo.storage.factory import open_store
 from worldstereo.storage.keys import output_key, scene_prefix
-from worldstereo.storage.manifests import Catalog, SceneEntry
-from worldstereo.storage.scan import scan_inputs
-from worldstereo.storage.schemas import SceneStatus
+from worldstereo.catalog.manifests import Catalog, SceneEntry
+from worldstereo.catalog.scan import scan_inputs
+from worldstereo.catalog.schemas import SceneStatus
 
 RETRIES = 3
 T = TypeVar("T")

@@ -37,8 +37,8 @@ from worldstereo.pipeline.registry import backend_class
 from worldstereo.inputs import sidecar_keys
 from worldstereo.storage import ObjectStore, open_store
 from worldstereo.storage.keys import output_key, scene_id_from_key
-from worldstereo.storage.manifests import Catalog, SceneEntry, StageRecords, content_hash
-from worldstereo.storage.schemas import SceneStatus
+from worldstereo.catalog.manifests import Catalog, SceneEntry, StageRecords, content_hash
+from worldstereo.catalog.schemas import SceneStatus
 from worldstereo.storage.upload import upload_inputs
 from worldstereo.synthetic.samples import write_samples
 from worldstereo.synthetic.upload import upload_samples

@@ -45,7 +45,7 @@ from worldstereo.pipeline.backends import (
 from worldstereo.pipeline.media import encode_video
 from worldstereo.pipeline.state import SceneState, Start, StateStore
 from worldstereo.storage.base import ObjectStore
-from worldstereo.storage.manifests import StageRecord, StageRecords
+from worldstereo.catalog.manifests import StageRecord, StageRecords
 
 INIT, TRAJECTORY, EXPORT = "init", "trajectory", "export"
 
