@@ -6,7 +6,7 @@ its CPUs not reserved for model actors, ``ray.stage_cpus`` each) and are isolate
 as failed in the catalog with its reason and never fails the others. A scene that is done is not run
 again; ``rerun_failed`` picks up failed scenes and scenes left running by an interrupted batch, each
 resuming from its last finished stage. Batches may overlap: a scene runs in the batch that wins its claim
-(``worldstereo.storage.claims``); the other batch leaves it out of its table.
+(``worldstereo.catalog.claims``); the other batch leaves it out of its table.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from tasks.ray_pools import stage_slots
 from tasks.stages import SceneOutcome, compact_catalog, process_scene, register_inputs
 from worldstereo.config import Settings, load_settings, with_overrides
 from worldstereo.storage.factory import open_store
-from worldstereo.storage.manifests import Catalog, SceneEntry
-from worldstereo.storage.schemas import SceneStatus
+from worldstereo.catalog.manifests import Catalog, SceneEntry
+from worldstereo.catalog.schemas import SceneStatus
 
 
 

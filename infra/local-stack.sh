@@ -121,7 +121,7 @@ wait_for prefect-server "$PREFECT_API_URL/health" 180
 
 # --- work pool, worker, webhook -------------------------------------------------------------------
 prefect work-pool inspect "$POOL" >/dev/null 2>&1 || prefect work-pool create --type process "$POOL"
-prefect work-pool set-concurrency-limit "$POOL" 1  # the catalog has a single writer: one batch at a time
+prefect work-pool clear-concurrency-limit "$POOL" >/dev/null  # batches may overlap: scenes are claimed one by one
 start prefect-worker prefect worker start --pool "$POOL" --type process
 start webhook worldstereo serve-webhook --host 127.0.0.1 --port "$WEBHOOK_PORT"
 wait_for webhook "http://127.0.0.1:$WEBHOOK_PORT/healthz" 60

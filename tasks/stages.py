@@ -6,8 +6,11 @@ Transient errors (storage hiccups, a lost actor) retry with exponential backoff;
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import ray
 
@@ -24,14 +27,15 @@ from worldstereo.config import Settings
 from worldstereo.errors import PermanentError
 from worldstereo.pipeline.runner import Stage, later_stages
 from worldstereo.pipeline.scene import INIT
-from worldstereo.storage.claims import SceneClaims
+from worldstereo.catalog.claims import Claim, SceneClaims
 from worldstereo.storage.factory import open_store
 from worldstereo.storage.keys import output_key, scene_prefix
-from worldstereo.storage.manifests import Catalog, SceneEntry
-from worldstereo.storage.scan import scan_inputs
-from worldstereo.storage.schemas import SceneStatus
+from worldstereo.catalog.manifests import Catalog, SceneEntry
+from worldstereo.catalog.scan import scan_inputs
+from worldstereo.catalog.schemas import SceneStatus
 
 RETRIES = 3
+T = TypeVar("T")
 
 
 def is_transient(task, task_run, state) -> bool:
@@ -49,9 +53,25 @@ stage_task = task(retries=RETRIES, retry_delay_seconds=exponential_backoff(backo
                   retry_jitter_factor=0.5, retry_condition_fn=is_transient, cache_policy=NO_CACHE)
 
 
+def bookkeeping(call: Callable[[], T], attempts: int = 7) -> T:
+    """``call()`` retried through a storage outage (1, 2, 4, ... s apart); a permanent error fails at once."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except PermanentError:
+            raise
+        except Exception as exc:
+            if attempt == attempts - 1:
+                raise
+            get_run_logger().warning("catalog write failed (%s); retrying", readable_reason(exc))
+            time.sleep(2**attempt)
+    raise AssertionError("unreachable")
+
+
 def catalog_update(settings: Settings, entry: SceneEntry, status: SceneStatus, error: str | None = None) -> SceneEntry:
     """Move a scene from its current row ``entry`` to ``status`` (one small write of its own)."""
-    return Catalog(open_store(settings.storage), settings.storage.work_bucket).advance(entry, status, error)
+    catalog = Catalog(open_store(settings.storage), settings.storage.work_bucket)
+    return bookkeeping(lambda: catalog.advance(entry, status, error))
 
 
 @task(cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=exponential_backoff(backoff_factor=2),
@@ -130,6 +150,38 @@ class ClaimLost(RuntimeError):
     """The scene's claim expired and another batch took it: this batch stops working on the scene."""
 
 
+class ClaimKeeper:
+    """Keeps a held claim alive: renews it every third of its lifetime in the background (so a killed flow
+    process frees its scenes within ``ray.claim_ttl_s``); :meth:`check` raises once it was lost."""
+
+    def __init__(self, claims: SceneClaims, claim: Claim) -> None:
+        self.claims, self.claim, self.lost = claims, claim, False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.claims.ttl_s / 3):
+            try:
+                renewed = self.claims.renew(self.claim)
+            except Exception:  # a storage outage: try again at the next tick, well before expiry
+                continue
+            if renewed is None:
+                self.lost = True
+                return
+            self.claim = renewed
+
+    def check(self) -> None:
+        if self.lost:
+            raise ClaimLost(f"the claim on {self.claim.scene_id} expired and another batch took it")
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        if not self.lost:
+            bookkeeping(lambda: self.claims.release(self.claim))
+
+
 @task(cache_policy=NO_CACHE, task_run_name="scene-{entry.scene_id}")
 def process_scene(settings: Settings, entry: SceneEntry, owner: str, statuses: list[str]) -> SceneOutcome:
     """All stages of one scene in order, if this batch wins its claim and the scene is still in one of
@@ -137,28 +189,30 @@ def process_scene(settings: Settings, entry: SceneEntry, owner: str, statuses: l
     started = time.perf_counter()
     store, bucket = open_store(settings.storage), settings.storage.work_bucket
     claims = SceneClaims(store, bucket, settings.ray.claim_ttl_s, owner)
-    claim = claims.take(entry.scene_id)
+    claim = bookkeeping(lambda: claims.take(entry.scene_id))
     if claim is None:
         return SceneOutcome(entry.scene_id, entry.input_key, "skipped", 0.0, "claimed by another batch", "")
-    entry = Catalog(store, bucket).get(entry.scene_id)  # as it is now that no one else can change it
+    keeper = ClaimKeeper(claims, claim)
+    try:
+        return _run_claimed(settings, entry, statuses, keeper, started)
+    finally:
+        keeper.release()
+
+
+def _run_claimed(settings: Settings, entry: SceneEntry, statuses: list[str], keeper: ClaimKeeper,
+                 started: float) -> SceneOutcome:
+    store, bucket = open_store(settings.storage), settings.storage.work_bucket
+    entry = bookkeeping(lambda: Catalog(store, bucket).get(entry.scene_id))  # as it is now that no one else can change it
     if entry.status.value not in statuses:
-        claims.release(claim)
         return SceneOutcome(entry.scene_id, entry.input_key, "skipped", 0.0, f"already {entry.status.value}", "")
     if entry.status is SceneStatus.RUNNING:  # left running by an interrupted batch
         entry = catalog_update(settings, entry, SceneStatus.PENDING)
     entry = catalog_update(settings, entry, SceneStatus.RUNNING)
     outputs = f"{bucket}/{output_key(entry.scene_id, 'exports')}/"
-
-    def renew() -> None:
-        nonlocal claim
-        claim = claims.renew(claim)
-        if claim is None:
-            raise ClaimLost(f"the claim on {entry.scene_id} expired and another batch took it")
-
     try:
         names = init_stage(settings, entry.scene_id, entry.input_key).names
         for stage in later_stages(names):
-            renew()
+            keeper.check()
             outcome = later_stage(settings, entry.scene_id, entry.input_key, stage, names, stage.label)
         publish_scene_artifact(entry.scene_id, outcome.markdown)
     except ClaimLost as exc:
@@ -167,8 +221,6 @@ def process_scene(settings: Settings, entry: SceneEntry, owner: str, statuses: l
         reason = readable_reason(exc)
         get_run_logger().error("scene %s failed: %s", entry.scene_id, reason)
         catalog_update(settings, entry, SceneStatus.FAILED, reason)
-        claims.release(claim)
         return SceneOutcome(entry.scene_id, entry.input_key, "failed", time.perf_counter() - started, reason, "")
     catalog_update(settings, entry, SceneStatus.DONE)
-    claims.release(claim)
     return SceneOutcome(entry.scene_id, entry.input_key, "done", time.perf_counter() - started, None, outputs)

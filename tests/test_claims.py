@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from worldstereo.storage import ObjectStore
-from worldstereo.storage.claims import SceneClaims
+from worldstereo.catalog.claims import SceneClaims
 
 SCENE = "room-0123456789"
 

@@ -27,7 +27,7 @@ from worldstereo.pipeline.depth.depth_pro import DepthProDepth
 from worldstereo.pipeline.local import process_scene, read_input
 from worldstereo.pipeline.registry import make_backend
 from worldstereo.storage.factory import open_store
-from worldstereo.storage.manifests import StageRecords
+from worldstereo.catalog.manifests import StageRecords
 from worldstereo.synthetic import make_scene
 
 HEIGHT, WIDTH = 72, 112

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -35,8 +37,8 @@ from worldstereo.pipeline.registry import backend_class
 from worldstereo.inputs import sidecar_keys
 from worldstereo.storage import ObjectStore, open_store
 from worldstereo.storage.keys import output_key, scene_id_from_key
-from worldstereo.storage.manifests import Catalog, SceneEntry, StageRecords, content_hash
-from worldstereo.storage.schemas import SceneStatus
+from worldstereo.catalog.manifests import Catalog, SceneEntry, StageRecords, content_hash
+from worldstereo.catalog.schemas import SceneStatus
 from worldstereo.storage.upload import upload_inputs
 from worldstereo.synthetic.samples import write_samples
 from worldstereo.synthetic.upload import upload_samples
@@ -343,3 +345,74 @@ def test_three_gpu_backends_share_two_gpus(batch: Batch, s3_endpoint: str, monke
         kind: (2, 1 / 3) for kind in ("depth", "generator", "reconstructor")}
     assert all(plan.memory > 0 for plan in pools.plans.values())
     shutdown_pools()
+
+
+def test_storage_outage_mid_batch_changes_nothing(prefect_api: str, ray_cluster: None, tmp_path: Path,
+                                                  monkeypatch) -> None:
+    # an S3 server of its own, stopped for 10 s once the scene's first stage is recorded (moto keeps its data)
+    from moto.server import ThreadedMotoServer
+
+    from conftest import _free_port
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    settings = use_buckets(monkeypatch, f"127.0.0.1:{port}")
+    (scene_id,) = small_scenes(settings, tmp_path, 1)
+    records = StageRecords(open_store(settings.storage), settings.storage.work_bucket)
+    outage: list[float] = []
+
+    def stop_for_ten_seconds() -> None:
+        while records.read(scene_id, "init") is None:
+            time.sleep(0.02)
+        server.stop()
+        time.sleep(10)
+        outage.append(time.monotonic())
+        ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False).start()
+
+    stopper = threading.Thread(target=stop_for_ten_seconds)
+    stopper.start()
+    rows = run_small_batch()
+    stopper.join()
+
+    assert outage and [row["status"] for row in rows] == ["done"]
+    store, bucket = open_store(settings.storage), settings.storage.work_bucket
+    assert [(e.status, e.attempts) for e in Catalog(store, bucket).entries()] == [(SceneStatus.DONE, 1)]
+    assert len(records.records(scene_id)) == 3
+    reference = use_buckets(monkeypatch, f"127.0.0.1:{port}")  # the same scene, undisturbed
+    (again,) = small_scenes(reference, tmp_path / "again", 1)
+    assert again == scene_id and [row["status"] for row in run_small_batch()] == ["done"]
+    key = output_key(scene_id, "exports", "fused.ply")
+    assert store.get_bytes(bucket, key) == store.get_bytes(reference.storage.work_bucket, key)
+
+
+def test_killed_flow_process_and_a_rerun_finish_the_scene(prefect_api: str, ray_cluster: None, s3_endpoint: str,
+                                                          tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WORLDSTEREO_RAY__CLAIM_TTL_S", "6")  # the killed batch's claim expires quickly
+    settings = use_buckets(monkeypatch, s3_endpoint)
+    (scene_id,) = small_scenes(settings, tmp_path, 1)
+    store, bucket = open_store(settings.storage), settings.storage.work_bucket
+    records = StageRecords(store, bucket)
+    batch = subprocess.Popen([sys.executable, "-c", "from test_flow import run_small_batch; run_small_batch()"],
+                             cwd=Path(__file__).parent, env=os.environ | {"PREFECT_API_URL": prefect_api})
+    try:
+        while records.read(scene_id, "init") is None and batch.poll() is None:
+            time.sleep(0.05)
+    finally:
+        batch.kill()  # the flow process dies with the scene running, its first stage recorded
+        batch.wait()
+    init = records.read(scene_id, "init")
+    assert init is not None and Catalog(store, bucket).get(scene_id).status is SceneStatus.RUNNING
+    time.sleep(6)
+
+    rows = scene_batch(generator="oracle", trajectory={"num_frames": 3, "order": ["orbit"]},
+                       overrides={"resolution_scale": 0.25}, rerun_failed=True)
+
+    assert [(row["scene"], row["status"]) for row in rows] == [(scene_id, "done")]
+    assert (Catalog(store, bucket).get(scene_id).status, len(records.records(scene_id))) == (SceneStatus.DONE, 3)
+    assert records.read(scene_id, "init").finished_at == init.finished_at  # init did not run again
+    reference = use_buckets(monkeypatch, s3_endpoint)
+    small_scenes(reference, tmp_path / "again", 1)
+    assert [row["status"] for row in run_small_batch()] == ["done"]
+    key = output_key(scene_id, "exports", "fused.ply")
+    assert store.get_bytes(bucket, key) == store.get_bytes(reference.storage.work_bucket, key)

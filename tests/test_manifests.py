@@ -10,19 +10,19 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 import pytest
 
-from worldstereo.errors import PermanentError
-from worldstereo.storage import (
+from worldstereo.catalog import (
     CATALOG_SCHEMA,
     STAGE_RECORD_SCHEMA,
     Catalog,
     InputKind,
     InputObject,
-    ObjectStore,
     Registration,
     SceneStatus,
     StageRecord,
     StageRecords,
 )
+from worldstereo.errors import PermanentError
+from worldstereo.storage import ObjectStore
 from worldstereo.storage.keys import catalog_key, output_key, scene_id_from_key
 
 T0 = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)

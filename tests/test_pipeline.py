@@ -29,7 +29,7 @@ from worldstereo.pipeline.registry import make_backends
 from worldstereo.pipeline.runner import run_scene
 from worldstereo.storage.factory import open_store
 from worldstereo.storage.keys import output_key
-from worldstereo.storage.manifests import StageRecords
+from worldstereo.catalog.manifests import StageRecords
 from worldstereo.synthetic import make_scene
 from worldstereo.synthetic.samples import write_samples
 

@@ -16,7 +16,7 @@ from worldstereo.geometry.camera import rigid_inverse
 from worldstereo.pipeline.local import read_local_input
 from worldstereo.storage import open_store
 from worldstereo.storage.keys import output_key, scene_id_from_key
-from worldstereo.storage.scan import scan_inputs
+from worldstereo.catalog.scan import scan_inputs
 from worldstereo.storage.upload import upload_tree
 from worldstereo.synthetic.samples import write_samples
 

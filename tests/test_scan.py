@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from worldstereo.storage import ObjectStore, content_hash
-from worldstereo.storage.scan import input_kind, scan_inputs
-from worldstereo.storage.schemas import InputKind
+from worldstereo.catalog import content_hash
+from worldstereo.storage import ObjectStore
+from worldstereo.catalog.scan import input_kind, scan_inputs
+from worldstereo.catalog.schemas import InputKind
 
 
 @pytest.fixture

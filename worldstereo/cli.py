@@ -83,7 +83,8 @@ def catalog_command(
 ) -> None:
     """List the configured work bucket's scenes: status, attempts, input and the reason of each failure."""
     from worldstereo.config import load_settings
-    from worldstereo.storage import Catalog, SceneStatus, open_store
+    from worldstereo.catalog import Catalog, SceneStatus
+    from worldstereo.storage import open_store
 
     try:
         wanted = [SceneStatus(s) for s in status or SceneStatus]

@@ -45,7 +45,7 @@ from worldstereo.pipeline.media import encode_video_later
 from worldstereo.pipeline.state import SceneState, Start, StateStore
 from worldstereo.pipeline.timing import step
 from worldstereo.storage.base import ObjectStore
-from worldstereo.storage.manifests import StageRecord, StageRecords
+from worldstereo.catalog.manifests import StageRecord, StageRecords
 
 INIT, TRAJECTORY, EXPORT = "init", "trajectory", "export"
 DEPTH_INFO = "depth.json"  # init output: where the depth and the intrinsics came from
@@ -172,7 +172,7 @@ def run_init(ctx: SceneContext, scene: SceneInput, depth_fn: DepthFn) -> StageRe
 # --- trajectories ----------------------------------------------------------------------------------------
 def trajectory_names(ctx: SceneContext) -> list[str]:
     """Record names of the planned trajectories, in run order (requires a finished init)."""
-    return [name for name, _, _ in ctx.states.load(INIT).plans]
+    return ctx.states.plan_names(INIT)
 
 
 def _previous(names: list[str], name: str) -> str:

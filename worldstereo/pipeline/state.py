@@ -1,7 +1,11 @@
 """Scene state between stages — the 3D cache, the memory bank, the planned trajectories — and its snapshots.
 
 A snapshot is written after every stage under ``outputs/state/{stage}/`` so that a restarted scene resumes
-from the last finished stage with the cache and memory bank exactly as they were.
+from the last finished stage with the cache and memory bank exactly as they were. Init writes the whole
+state; a later stage writes only what it added (the cache only grows: a merge keeps every existing point in
+order and appends the new ones; the memory bank only appends), on top of the snapshot it started from. Bank
+frames are stored as 8-bit images, and every stage reads them back that way, so a resumed scene computes
+exactly what an undisturbed one does. A scene's snapshots together hold its final state once.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import io
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +22,7 @@ from torch import Tensor
 
 from worldstereo.geometry.camera import Camera
 from worldstereo.geometry.trajectory import Trajectory, load_trajectory_json, trajectory_to_json
-from worldstereo.memory.bank import MemoryBank
+from worldstereo.memory.bank import MemoryBank, MemoryFrame
 from worldstereo.memory.cache import Cache3D
 from worldstereo.storage.base import ObjectStore
 from worldstereo.storage.keys import output_key
@@ -48,6 +52,32 @@ class SceneState:
     voxel_size: float
     prompt: str | None = None  # the input's caption
     embeddings: dict[str, Tensor] = field(default_factory=dict)  # generator encoder outputs (text, start frames)
+    base: Loaded | None = None  # the snapshot this state was read from (None: built from the input)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Which snapshot a state was read from, and its cache points then (what a delta is written against)."""
+
+    stage: str
+    points: Tensor
+    bank_frames: int
+    embeddings: frozenset[str] = frozenset()
+
+
+def _to_uint8(image: Tensor) -> np.ndarray:
+    return (image.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def _quantized(bank: MemoryBank) -> MemoryBank:
+    """The bank with 8-bit frames (what snapshots store)."""
+    return MemoryBank(tuple(replace(f, image=torch.from_numpy(_to_uint8(f.image))) for f in bank.frames))
+
+
+def _dequantized(bank: MemoryBank) -> MemoryBank:
+    """Frames in [0, 1] again (float32) from a bank read back with 8-bit frames."""
+    return MemoryBank(tuple(replace(f, image=f.image.float() / 255) if f.image.dtype == torch.uint8 else f
+                            for f in bank.frames))
 
 
 def _npz(**arrays: np.ndarray) -> bytes:
@@ -77,7 +107,53 @@ class StateStore:
         return output_key(self.scene_id, *parts)
 
     def save(self, stage: str, state: SceneState) -> list[str]:
-        """Snapshot cache, bank, starts and plans; returns the keys written."""
+        """Snapshot ``state`` as ``stage`` (a delta on the snapshot it was read from when it only grew); returns
+        the keys written."""
+        base = state.base
+        if base is not None and len(state.bank) >= base.bank_frames and len(state.cache) >= len(base.points) \
+                and torch.equal(state.cache.points[: len(base.points)], base.points):
+            return self._save_delta(stage, state, base)
+        return self._save_full(stage, state)
+
+    def _save_delta(self, stage: str, state: SceneState, base: Loaded) -> list[str]:
+        start, cache = len(base.points), state.cache
+        frames = state.bank.frames[base.bank_frames:]
+        arrays = {"points": cache.points[start:].cpu().numpy(), "colors": cache.colors[start:].float().cpu().numpy(),
+                  "sources": cache.sources[start:].to(torch.int32).cpu().numpy()}
+        arrays |= {f"image_{i:06d}": _to_uint8(f.image) for i, f in enumerate(frames)}
+        arrays |= {f"camera_{i:06d}_{k}": v for i, f in enumerate(frames) for k, v in _camera_arrays(f.camera).items()}
+        keys = [self.key("state", stage, "delta.npz")]
+        self.store.put_bytes(self.bucket, keys[0], _npz(**arrays))
+        keys += self._save_embeddings(stage, state, base.embeddings)
+        keys.append(self.key("state", stage, "state.json"))
+        meta = self._meta(state) | {"base": base.stage, "names": cache.names,
+                                    "frames": [{"source": f.source, "index": f.index} for f in frames]}
+        self.store.put_bytes(self.bucket, keys[-1], json.dumps(meta).encode())
+        return keys
+
+    def _save_embeddings(self, stage: str, state: SceneState, saved: frozenset[str]) -> list[str]:
+        """The encoder outputs that the snapshots under this one do not hold yet."""
+        new = {name: value.float().cpu().numpy() for name, value in state.embeddings.items() if name not in saved}
+        if not new:
+            return []
+        key = self.key("state", stage, "embeddings.npz")
+        self.store.put_bytes(self.bucket, key, _npz(**new))
+        return [key]
+
+    def _load_embeddings(self, stage: str) -> dict[str, Tensor]:
+        key = self.key("state", stage, "embeddings.npz")
+        if not self.store.exists(self.bucket, key):
+            return {}
+        saved = np.load(io.BytesIO(self.store.get_bytes(self.bucket, key)))
+        return {name: torch.from_numpy(saved[name]) for name in saved.files}
+
+    def _meta(self, state: SceneState) -> dict:
+        return {"kind": state.kind, "scene_spec": state.scene_spec, "voxel_size": state.voxel_size,
+                "prompt": state.prompt,
+                "starts": [s.name for s in state.starts],
+                "plans": [{"name": n, "start": i, "trajectory": trajectory_to_json(t)} for n, i, t in state.plans]}
+
+    def _save_full(self, stage: str, state: SceneState) -> list[str]:
         keys = []
         with tempfile.TemporaryDirectory() as tmp:
             state.cache.save(Path(tmp) / "cache")
@@ -85,38 +161,57 @@ class StateStore:
                 keys.append(self.key("state", stage, "cache", path.name))
                 self.store.put_file(self.bucket, keys[-1], path)
         keys.append(self.key("state", stage, "bank.npz"))
-        self.store.put_bytes(self.bucket, keys[-1], state.bank.to_bytes())
+        self.store.put_bytes(self.bucket, keys[-1], _quantized(state.bank).to_bytes())
         starts = {}
         for i, start in enumerate(state.starts):
             starts.update({f"{i}_image": start.image.cpu().numpy(), f"{i}_depth": start.depth.cpu().numpy()})
             starts.update({f"{i}_{k}": v for k, v in _camera_arrays(start.camera).items()})
         keys.append(self.key("state", stage, "starts.npz"))
         self.store.put_bytes(self.bucket, keys[-1], _npz(**starts))
-        meta = {
-            "kind": state.kind,
-            "scene_spec": state.scene_spec,
-            "voxel_size": state.voxel_size,
-            "prompt": state.prompt,
-            "starts": [s.name for s in state.starts],
-            "plans": [{"name": n, "start": i, "trajectory": trajectory_to_json(t)} for n, i, t in state.plans],
-        }
-        if state.embeddings:
-            keys.append(self.key("state", stage, "embeddings.npz"))
-            arrays = {name: value.float().cpu().numpy() for name, value in state.embeddings.items()}
-            self.store.put_bytes(self.bucket, keys[-1], _npz(**arrays))
+        keys += self._save_embeddings(stage, state, frozenset())
+        meta = self._meta(state)
         keys.append(self.key("state", stage, "state.json"))
         self.store.put_bytes(self.bucket, keys[-1], json.dumps(meta).encode())
         return keys
 
+    def plan_names(self, stage: str) -> list[str]:
+        """Record names of the planned trajectories, in run order, from a snapshot's small metadata only."""
+        return [p["name"] for p in self._read_meta(stage)["plans"]]
+
+    def _read_meta(self, stage: str) -> dict:
+        return json.loads(self.store.get_bytes(self.bucket, self.key("state", stage, "state.json")))
+
     def load(self, stage: str) -> SceneState:
-        """The snapshot written by ``save(stage, ...)``."""
-        meta = json.loads(self.store.get_bytes(self.bucket, self.key("state", stage, "state.json")))
+        """The snapshot written by ``save(stage, ...)`` (deltas applied on the snapshots under them)."""
+        meta = self._read_meta(stage)
+        if "base" in meta:
+            state = self.load(meta["base"])
+            self._apply_delta(stage, state, meta)
+        else:
+            state = self._load_full(stage, meta)
+        state.embeddings.update(self._load_embeddings(stage))
+        state.base = Loaded(stage, state.cache.points, len(state.bank), frozenset(state.embeddings))
+        return state
+
+    def _apply_delta(self, stage: str, state: SceneState, meta: dict) -> None:
+        arrays = np.load(io.BytesIO(self.store.get_bytes(self.bucket, self.key("state", stage, "delta.npz"))))
+        cache = state.cache
+        state.cache = Cache3D(torch.cat([cache.points, torch.from_numpy(arrays["points"]).to(cache.points)]),
+                              torch.cat([cache.colors, torch.from_numpy(arrays["colors"]).to(cache.colors)]),
+                              torch.cat([cache.sources, torch.from_numpy(arrays["sources"]).long()]),
+                              meta["names"], cache.voxel_size)
+        added = tuple(MemoryFrame(torch.from_numpy(arrays[f"image_{i:06d}"]).float() / 255,
+                                  _camera_from(arrays, f"camera_{i:06d}_"), frame["source"], frame["index"])
+                      for i, frame in enumerate(meta["frames"]))
+        state.bank = MemoryBank(state.bank.frames + added)
+
+    def _load_full(self, stage: str, meta: dict) -> SceneState:
         prefix = self.key("state", stage, "cache") + "/"
         with tempfile.TemporaryDirectory() as tmp:
             for entry in self.store.list(self.bucket, prefix):
                 self.store.get_file(self.bucket, entry.key, Path(tmp) / entry.key[len(prefix):])
             cache = Cache3D.load(Path(tmp))
-        bank = MemoryBank.from_bytes(self.store.get_bytes(self.bucket, self.key("state", stage, "bank.npz")))
+        bank = _dequantized(MemoryBank.from_bytes(self.store.get_bytes(self.bucket, self.key("state", stage, "bank.npz"))))
         arrays = np.load(io.BytesIO(self.store.get_bytes(self.bucket, self.key("state", stage, "starts.npz"))))
         starts = [
             Start(name, torch.from_numpy(arrays[f"{i}_image"]), _camera_from(arrays, f"{i}_"),
@@ -124,11 +219,6 @@ class StateStore:
             for i, name in enumerate(meta["starts"])
         ]
         plans = [(p["name"], p["start"], load_trajectory_json(p["trajectory"])) for p in meta["plans"]]
-        embeddings_key = self.key("state", stage, "embeddings.npz")
-        embeddings = {}
-        if self.store.exists(self.bucket, embeddings_key):
-            saved = np.load(io.BytesIO(self.store.get_bytes(self.bucket, embeddings_key)))
-            embeddings = {name: torch.from_numpy(saved[name]) for name in saved.files}
         return SceneState(self.scene_id, meta["kind"], cache, bank, starts, plans, meta["scene_spec"],
-                          meta["voxel_size"], meta.get("prompt"), embeddings)
+                          meta["voxel_size"], meta.get("prompt"))
 

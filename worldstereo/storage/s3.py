@@ -74,8 +74,8 @@ class S3Store(ObjectStore):
             if exc.code in _MISSING:
                 return ObjectNotFoundError(f"no object {target} ({exc.code})")
             return StorageError(f"cannot {action} {target}: {exc.code}: {exc.message}")
-        if isinstance(exc, FileNotFoundError):
-            return ObjectNotFoundError(f"no object {target}")
+        if isinstance(exc, FileNotFoundError) or (isinstance(exc, OSError) and "NO_SUCH_KEY" in str(exc)):
+            return ObjectNotFoundError(f"no object {target}")  # the second: deleted between listing and read
         return StorageError(f"cannot {action} {target} on {self._settings.endpoint}: {type(exc).__name__}: {exc}")
 
     @contextmanager

@@ -28,7 +28,7 @@ from worldstereo.storage.keys import (
     validate_name,
     validate_scene_id,
 )
-from worldstereo.storage.schemas import (
+from worldstereo.catalog.schemas import (
     CATALOG_SCHEMA,
     STAGE_RECORD_SCHEMA,
     InputKind,
@@ -185,7 +185,7 @@ class Catalog:
     Many writers may share it: each status change has a key of its own (a change written while a
     compaction runs is never deleted unfolded), and the manifest is replaced only by a conditional
     write against the version that was read (two compactions or registrations at once: one retries).
-    Which batch runs a scene is decided by :class:`~worldstereo.storage.claims.SceneClaims`.
+    Which batch runs a scene is decided by :class:`~worldstereo.catalog.claims.SceneClaims`.
     """
 
     def __init__(self, store: ObjectStore, bucket: str, *, clock: Clock = utc_now) -> None:

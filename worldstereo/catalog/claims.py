@@ -57,8 +57,11 @@ class SceneClaims:
         return self._write(scene_id, etag, self._clock() + self.ttl_s)
 
     def renew(self, claim: Claim) -> Claim | None:
-        """The claim with a new expiry; None if it was lost (it expired and another owner took it)."""
-        return self._write(claim.scene_id, claim.etag, self._clock() + self.ttl_s)
+        """The claim with a new expiry; None if it was lost (it expired and another owner took it).
+
+        If the version changed under this owner (a renewal whose reply was lost wrote it), it is taken again.
+        """
+        return self._write(claim.scene_id, claim.etag, self._clock() + self.ttl_s) or self.take(claim.scene_id)
 
     def release(self, claim: Claim) -> bool:
         """Give the scene up (it expires now); False if the claim had already been lost."""

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from worldstereo.inputs import is_input_image, sidecar_keys
 from worldstereo.storage.base import ObjectNotFoundError, ObjectStore
-from worldstereo.storage.manifests import InputObject, content_hash
-from worldstereo.storage.schemas import InputKind
+from worldstereo.catalog.manifests import InputObject, content_hash
+from worldstereo.catalog.schemas import InputKind
 
 
 @dataclass(frozen=True, slots=True)
