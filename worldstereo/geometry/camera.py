@@ -131,7 +131,8 @@ class Camera:
         """World points ``[N,H,W,3]`` from z-depth ``[N,H,W]``."""  # Eq. 1: X = R D K⁻¹ x̂ + t
         if depth.shape != (len(self), self.height, self.width):
             raise ValueError(f"depth must be {(len(self), self.height, self.width)}, got {tuple(depth.shape)}")
-        return self.ray_directions() * depth[..., None] + self.centers[:, None, None, :]
+        rays = self.ray_directions().to(torch.promote_types(self.dtype, depth.dtype))
+        return rays.mul_(depth[..., None]).add_(self.centers[:, None, None, :])  # in place, the values of R D K⁻¹ x̂ + t
 
     def project(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """Project world points ``[P,3]`` into every camera: pixel coords ``[N,P,2]`` and z-depth ``[N,P]``."""

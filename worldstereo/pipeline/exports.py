@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -65,18 +66,27 @@ def colmap_text(cameras: Camera, image_names: list[str], points: Tensor, colors:
             "points3D.txt": "\n".join(POINTS3D_HEADER) + "\n" + points3d_rows(points, colors)}
 
 
-def points3d_rows(points: Tensor, colors: Tensor) -> str:
+def points3d_rows(points: Tensor, colors: Tensor, parts: int = 2) -> str:
     """``POINT3D_ID X Y Z R G B ERROR`` lines (empty tracks), formatted in bulk by Arrow's CSV writer.
 
-    Coordinates are written as the shortest decimal of their float32 value (9 significant digits at most).
+    Coordinates are written as the shortest decimal of their float32 value (9 significant digits at
+    most); ``parts`` slices of the rows are formatted on concurrent threads.
     """
     xyz = points.detach().to("cpu", torch.float32).numpy()
     rgb = (colors.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     table = pa.table({"id": np.arange(1, len(xyz) + 1), "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2],
                       "r": rgb[:, 0], "g": rgb[:, 1], "b": rgb[:, 2], "error": np.zeros(len(xyz), np.uint8)})
-    sink = pa.BufferOutputStream()
-    pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False, delimiter=" ", quoting_style="none"))
-    return sink.getvalue().to_pybytes().decode("ascii")
+    options = pa_csv.WriteOptions(include_header=False, delimiter=" ", quoting_style="none")
+
+    def write(part: pa.Table) -> bytes:
+        sink = pa.BufferOutputStream()
+        pa_csv.write_csv(part, sink, options)
+        return sink.getvalue().to_pybytes()
+
+    size = -(-len(xyz) // parts) or 1
+    with ThreadPoolExecutor(parts) as pool:
+        chunks = pool.map(write, [table.slice(start, size) for start in range(0, len(xyz), size)])
+        return b"".join(chunks).decode("ascii")
 
 
 def ply_bytes(points: Tensor, colors: Tensor) -> bytes:
