@@ -175,7 +175,7 @@ def test_dmd_timesteps_of_the_release_self_test() -> None:
 
 def test_unipc_sampler_uses_the_scheduler_config_and_guidance() -> None:
     config = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0).config
-    sampler = UniPCSampler(config, steps=5, guidance=5.0)
+    sampler = UniPCSampler(steps=5, guidance=5.0, scheduler_config=config)
     calls = []
 
     def denoiser(value: float):

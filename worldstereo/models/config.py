@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
+from worldstereo.models.release_config import wan_i2v_14b
+
 SSMAttention = Literal["pair", "joint"]
 
 # diffusers' Wan attention splits the cross-attention context as [image tokens; 512 text tokens].
@@ -99,23 +101,7 @@ class WorldStereoConfig:
 
 def full_config(ssm_attention: SSMAttention = "pair") -> WorldStereoConfig:
     """Wan2.1-I2V-14B (diffusers layout) with Uni3C-sized 20-block branches (width 1024)."""
-    backbone = {
-        "patch_size": (1, 2, 2),
-        "num_attention_heads": 40,
-        "attention_head_dim": 128,
-        "in_channels": 36,
-        "out_channels": 16,
-        "text_dim": 4096,
-        "freq_dim": 256,
-        "ffn_dim": 13824,
-        "num_layers": 40,
-        "cross_attn_norm": True,
-        "qk_norm": "rms_norm_across_heads",
-        "eps": 1e-6,
-        "image_dim": 1280,
-        "added_kv_proj_dim": 5120,
-        "rope_max_seq_len": 1024,
-    }
+    backbone = wan_i2v_14b()
     vae = {
         "base_dim": 96,
         "z_dim": 16,

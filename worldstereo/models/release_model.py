@@ -36,7 +36,7 @@ def make_sampler(config: ReleaseConfig, scheduler_config: dict, steps: int | Non
     if config.dmd is not None:
         schedule = config.dmd
         return DMDSampler(steps=steps or schedule.steps, shift=schedule.shift, start=schedule.start, end=schedule.end)
-    return UniPCSampler(scheduler_config, steps=steps or 40, guidance=guidance)
+    return UniPCSampler(steps=steps or 40, guidance=guidance, scheduler_config=scheduler_config)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ both samplers integrate ``dx/dσ = v`` with Euler steps from ``σ = 1`` (noise) 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -36,12 +36,12 @@ def euler(noise: Tensor, sigmas: Tensor, velocity: Denoiser, scale: float = NUM_
 
 
 @dataclass(frozen=True)
-class FlowMatchingSampler:
-    """``steps`` uniform steps in σ, shifted; CFG ``v = v_u + g (v_c - v_u)`` costs two calls per step."""
+class GuidedSampler:
+    """``steps`` model steps with classifier-free guidance ``v = v_u + g (v_c - v_u)`` (two calls per step when
+    ``g != 1``)."""
 
     steps: int = 40
     guidance: float = 5.0
-    shift: float = 5.0
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -51,13 +51,10 @@ class FlowMatchingSampler:
     def guided(self) -> bool:
         return self.guidance != 1.0
 
-    def sigmas(self) -> Tensor:
-        """``steps + 1`` noise levels from 1 down to 0 (float64)."""
-        return shift_sigmas(torch.linspace(1.0, 0.0, self.steps + 1, dtype=torch.float64), self.shift)
-
-    def sample(self, noise: Tensor, conditional: Denoiser, unconditional: Denoiser | None = None) -> Tensor:
+    def velocity(self, conditional: Denoiser, unconditional: Denoiser | None) -> Denoiser:
+        """The guided velocity (the conditional one when ``g = 1``)."""
         if not self.guided:
-            return euler(noise, self.sigmas(), conditional)
+            return conditional
         if unconditional is None:
             raise ValueError(f"guidance {self.guidance} needs an unconditional denoiser")
 
@@ -65,7 +62,21 @@ class FlowMatchingSampler:
             v_uncond = unconditional(x, t).float()
             return v_uncond + self.guidance * (conditional(x, t).float() - v_uncond)
 
-        return euler(noise, self.sigmas(), guided)
+        return guided
+
+
+@dataclass(frozen=True)
+class FlowMatchingSampler(GuidedSampler):
+    """``steps`` uniform steps in σ, shifted, integrated by Euler."""
+
+    shift: float = 5.0
+
+    def sigmas(self) -> Tensor:
+        """``steps + 1`` noise levels from 1 down to 0 (float64)."""
+        return shift_sigmas(torch.linspace(1.0, 0.0, self.steps + 1, dtype=torch.float64), self.shift)
+
+    def sample(self, noise: Tensor, conditional: Denoiser, unconditional: Denoiser | None = None) -> Tensor:
+        return euler(noise, self.sigmas(), self.velocity(conditional, unconditional))
 
 
 @dataclass(frozen=True)
@@ -100,21 +111,10 @@ class DMDSampler:
 
 
 @dataclass(frozen=True)
-class UniPCSampler:
-    """diffusers' ``UniPCMultistepScheduler`` built from the base model's scheduler config (unchanged), ``steps``
-    steps with classifier-free guidance ``v = v_u + g (v_c - v_u)`` (two calls per step when ``g != 1``)."""
+class UniPCSampler(GuidedSampler):
+    """diffusers' ``UniPCMultistepScheduler`` built from the base model's scheduler config (unchanged)."""
 
-    scheduler_config: Mapping[str, Any]
-    steps: int = 40
-    guidance: float = 5.0
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError("steps must be positive")
-
-    @property
-    def guided(self) -> bool:
-        return self.guidance != 1.0
+    scheduler_config: Mapping[str, Any] = field(default_factory=dict)
 
     def timesteps(self) -> Tensor:
         return self._scheduler("cpu").timesteps
@@ -125,15 +125,10 @@ class UniPCSampler:
         return scheduler
 
     def sample(self, noise: Tensor, conditional: Denoiser, unconditional: Denoiser | None = None) -> Tensor:
-        if self.guided and unconditional is None:
-            raise ValueError(f"guidance {self.guidance} needs an unconditional denoiser")
+        velocity = self.velocity(conditional, unconditional)
         scheduler = self._scheduler(noise.device)
         x = noise.float()
         for t in scheduler.timesteps:
             timestep = t.expand(x.shape[0]).to(x.device)
-            velocity = conditional(x, timestep).float()
-            if self.guided:
-                v_uncond = unconditional(x, timestep).float()
-                velocity = v_uncond + self.guidance * (velocity - v_uncond)
-            x = scheduler.step(velocity, t, x, return_dict=False)[0].float()
+            x = scheduler.step(velocity(x, timestep).float(), t, x, return_dict=False)[0].float()
         return x
