@@ -93,6 +93,25 @@ def load_failure(spec: WeightsSpec, path: Path, error: Exception) -> Configurati
     )
 
 
+def load_pretrained(spec: WeightsSpec, path: Path, model_class, **overrides):
+    """A transformers model from the local directory ``path``, every tensor present, in eval mode."""
+    try:
+        model, info = model_class.from_pretrained(path, local_files_only=True, output_loading_info=True, **overrides)
+    except LOAD_ERRORS as error:
+        raise load_failure(spec, path, error) from None
+    if info["missing_keys"]:
+        raise load_failure(spec, path, KeyError(f"{len(info['missing_keys'])} missing tensors"))
+    return model.eval().requires_grad_(False)
+
+
+def normalisation(processor: dict, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple:
+    """Image mean and std from a ``preprocessor_config.json`` (the defaults where it has none), as tensors."""
+    import torch
+
+    return (torch.tensor(processor.get("image_mean", mean), dtype=torch.float32),
+            torch.tensor(processor.get("image_std", std), dtype=torch.float32))
+
+
 def weights_report(settings: Settings) -> dict[str, str]:
     """Per model setting: ``not set``, ``ok: PATH`` or why the directory is unusable (``worldstereo config``)."""
     from worldstereo.pipeline.depth.depth_anything_metric import SPEC as DEPTH_ANYTHING_METRIC

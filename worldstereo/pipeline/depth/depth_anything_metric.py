@@ -32,11 +32,11 @@ from worldstereo.pipeline.depth.monocular import (
 )
 from worldstereo.pipeline.weights import (
     CONFIG_NAME,
-    LOAD_ERRORS,
     PREPROCESSOR_NAME,
     WEIGHTS_NAME,
     WeightsSpec,
-    load_failure,
+    load_pretrained,
+    normalisation,
 )
 
 SPEC = WeightsSpec("depth-anything-metric", "depth_anything_metric", (CONFIG_NAME, WEIGHTS_NAME),
@@ -96,16 +96,9 @@ def load_depth_anything_metric(settings: Settings, device: torch.device):
             f"{config.get('depth_estimation_type', 'relative')!r}); use a metric one: {SPEC.checkpoints}"
         )
     overrides = {} if settings.max_depth is None else {"max_depth": settings.max_depth}
-    try:
-        model, info = DepthAnythingForDepthEstimation.from_pretrained(
-            path, local_files_only=True, output_loading_info=True, **overrides)
-    except LOAD_ERRORS as error:
-        raise load_failure(SPEC, path, error) from None
-    if info["missing_keys"]:
-        raise load_failure(SPEC, path, KeyError(f"{len(info['missing_keys'])} missing tensors"))
+    model = load_pretrained(SPEC, path, DepthAnythingForDepthEstimation, **overrides)
     processor = SPEC.json(path, PREPROCESSOR_NAME)
     short_side = min(processor.get("size", {}).get(k, SHORT_SIDE) for k in ("height", "width"))
-    mean = torch.tensor(processor.get("image_mean", IMAGENET_MEAN), dtype=torch.float32)
-    std = torch.tensor(processor.get("image_std", IMAGENET_STD), dtype=torch.float32)
-    return model.to(device).eval().requires_grad_(False), short_side, mean, std
+    mean, std = normalisation(processor, IMAGENET_MEAN, IMAGENET_STD)
+    return model.to(device), short_side, mean, std
 

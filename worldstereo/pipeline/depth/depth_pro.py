@@ -27,11 +27,11 @@ from worldstereo.pipeline.depth.monocular import (
 )
 from worldstereo.pipeline.weights import (
     CONFIG_NAME,
-    LOAD_ERRORS,
     PREPROCESSOR_NAME,
     WEIGHTS_NAME,
     WeightsSpec,
-    load_failure,
+    load_pretrained,
+    normalisation,
 )
 
 SPEC = WeightsSpec("depth-pro", "depth_pro", (CONFIG_NAME, WEIGHTS_NAME),
@@ -89,17 +89,10 @@ def load_depth_pro(settings: Settings, device: torch.device):
     if not config.get("use_fov_model", False):
         raise ConfigurationError(f"{SPEC.setting}={path}: the checkpoint has no field-of-view head "
                                  f"(use_fov_model is false); use {SPEC.checkpoints.split(',')[0]}")
-    try:
-        model, info = DepthProForDepthEstimation.from_pretrained(path, local_files_only=True,
-                                                                 output_loading_info=True)
-    except LOAD_ERRORS as error:
-        raise load_failure(SPEC, path, error) from None
-    if info["missing_keys"]:
-        raise load_failure(SPEC, path, KeyError(f"{len(info['missing_keys'])} missing tensors"))
+    model = load_pretrained(SPEC, path, DepthProForDepthEstimation)
     processor = SPEC.json(path, PREPROCESSOR_NAME)
     side = round(model.config.patch_size / min(model.config.scaled_images_ratios))
     size = processor.get("size", {"height": side, "width": side})
-    mean = torch.tensor(processor.get("image_mean", MEAN), dtype=torch.float32)
-    std = torch.tensor(processor.get("image_std", STD), dtype=torch.float32)
-    return model.to(device).eval().requires_grad_(False), (size["height"], size["width"]), mean, std
+    mean, std = normalisation(processor, MEAN, STD)
+    return model.to(device), (size["height"], size["width"]), mean, std
 
