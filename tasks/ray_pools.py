@@ -27,6 +27,7 @@ from typing import Any
 import ray
 
 from worldstereo.config import RaySettings, Settings
+from worldstereo.errors import PermanentError
 from worldstereo.pipeline.backends import Backend, Resources
 from worldstereo.pipeline.registry import backend_class, make_backend
 
@@ -63,9 +64,15 @@ class BackendActor:
 
     def __init__(self, kind: str, name: str, settings: Settings) -> None:
         self.backend: Backend = make_backend(kind, name, settings)
-        self.backend.setup()
+        self.failure: PermanentError | None = None
+        try:
+            self.backend.setup()
+        except PermanentError as error:  # bad weights or settings: each call fails its scene with the reason
+            self.failure = error
 
     def call(self, method: str, *args: Any) -> Any:
+        if self.failure is not None:
+            raise self.failure
         return getattr(self.backend, method)(*args)
 
     def pid(self) -> int:
@@ -150,7 +157,8 @@ def get_pools(settings: Settings) -> ScenePools:
     ensure_ray(settings.ray)
     # what a loaded backend depends on; scene-level settings (storage, trajectories) travel with requests
     key = (settings.depth_backend, settings.generator, settings.reconstructor, settings.models.model_dump_json(),
-           settings.generation.model_dump_json(), settings.device, settings.ray.model_dump_json())
+           settings.generation.model_dump_json(), settings.device, settings.ray.model_dump_json(),
+           settings.max_depth, settings.default_fov_deg)
     with _lock:
         if key not in _pools:
             _pools[key] = ScenePools(settings)
