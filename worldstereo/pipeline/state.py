@@ -65,6 +65,10 @@ class Loaded:
     embeddings: frozenset[str] = frozenset()
 
 
+def _plans(meta: dict) -> list[tuple[str, int, Trajectory]]:
+    return [(p["name"], p["start"], load_trajectory_json(p["trajectory"])) for p in meta["plans"]]
+
+
 def _to_uint8(image: Tensor) -> np.ndarray:
     return (image.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
@@ -195,6 +199,7 @@ class StateStore:
 
     def _apply_delta(self, stage: str, state: SceneState, meta: dict) -> None:
         arrays = np.load(io.BytesIO(self.store.get_bytes(self.bucket, self.key("state", stage, "delta.npz"))))
+        state.plans = _plans(meta)  # a run trajectory keeps the cameras it was generated at
         cache = state.cache
         state.cache = Cache3D(torch.cat([cache.points, torch.from_numpy(arrays["points"]).to(cache.points)]),
                               torch.cat([cache.colors, torch.from_numpy(arrays["colors"]).to(cache.colors)]),
@@ -218,7 +223,7 @@ class StateStore:
                   torch.from_numpy(arrays[f"{i}_depth"]))
             for i, name in enumerate(meta["starts"])
         ]
-        plans = [(p["name"], p["start"], load_trajectory_json(p["trajectory"])) for p in meta["plans"]]
+        plans = _plans(meta)
         return SceneState(self.scene_id, meta["kind"], cache, bank, starts, plans, meta["scene_spec"],
                           meta["voxel_size"], meta.get("prompt"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 _MISSING = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"})
 _FAILURES = (MinioException, urllib3.exceptions.HTTPError, OSError)
 _CHUNK = 1024 * 1024
+
+
+# how pyarrow's S3 filesystem reports an object that is not there (deleted between a listing and its read)
+_ARROW_MISSING = re.compile(r"NO_SUCH_KEY|RESOURCE_NOT_FOUND")
 
 
 class S3Store(ObjectStore):
@@ -74,7 +79,7 @@ class S3Store(ObjectStore):
             if exc.code in _MISSING:
                 return ObjectNotFoundError(f"no object {target} ({exc.code})")
             return StorageError(f"cannot {action} {target}: {exc.code}: {exc.message}")
-        if isinstance(exc, FileNotFoundError) or (isinstance(exc, OSError) and "NO_SUCH_KEY" in str(exc)):
+        if isinstance(exc, FileNotFoundError) or (isinstance(exc, OSError) and _ARROW_MISSING.search(str(exc))):
             return ObjectNotFoundError(f"no object {target}")  # the second: deleted between listing and read
         return StorageError(f"cannot {action} {target} on {self._settings.endpoint}: {type(exc).__name__}: {exc}")
 
