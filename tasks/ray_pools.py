@@ -153,7 +153,10 @@ def stage_slots(settings: Settings) -> int:
 
 
 def get_pools(settings: Settings) -> ScenePools:
-    """The process-wide pools for the configured backends (created on first use)."""
+    """The process-wide pools for the configured backends (created on first use).
+
+    A process holds one set: pools for other backends or settings are released first, since each set is
+    planned to take its share of the cluster (two sets would leave stage tasks no CPU and wait forever)."""
     ensure_ray(settings.ray)
     # what a loaded backend depends on; scene-level settings (storage, trajectories) travel with requests
     key = (settings.depth_backend, settings.generator, settings.reconstructor, settings.models.model_dump_json(),
@@ -161,6 +164,9 @@ def get_pools(settings: Settings) -> ScenePools:
            settings.max_depth, settings.default_fov_deg)
     with _lock:
         if key not in _pools:
+            for stale in _pools.values():
+                stale.kill()
+            _pools.clear()
             _pools[key] = ScenePools(settings)
         return _pools[key]
 
