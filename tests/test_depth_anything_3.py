@@ -30,6 +30,7 @@ from worldstereo.pipeline.reconstructors.depth_anything_3 import (
     normalised_priors,
 )
 from worldstereo.pipeline.registry import make_backends
+from worldstereo.pipeline.runner import run_scene
 from worldstereo.storage.factory import open_store
 from worldstereo.synthetic import make_scene
 from worldstereo.synthetic.samples import write_samples
@@ -93,7 +94,7 @@ def test_oracle_network_puts_the_fused_cloud_on_the_ground_truth(tmp_path, room)
         return reconstructor.reconstruct(video, request)
 
     ctx = stages.SceneContext(store, settings.storage.work_bucket, "room", settings)
-    for _ in stages.run_scene(ctx, scene_input, depth.estimate, generator.generate, reconstruct):
+    for _ in run_scene(ctx, scene_input, depth.estimate, generator.generate, reconstruct):
         pass
     assert oracle.calls == 4  # orbit, up, right, left
 

@@ -31,7 +31,9 @@ def test_oracle_gives_near_perfect_scores(results):
     assert oracle["rot_err"] == pytest.approx(0.0, abs=1e-6)
     assert oracle["trans_err"] == pytest.approx(0.0, abs=1e-6)
     assert oracle["ate"] == pytest.approx(0.0, abs=1e-6)
-    assert oracle["psnr"] >= 60.0 and oracle["ssim"] == pytest.approx(1.0, abs=1e-4)
+    # memory-bank frames are kept in 8 bits: exact frames score the rounding floor 10 log10(12 * 255^2) = 58.9 dB
+    # (SSIM 0.9995)
+    assert oracle["psnr"] >= 58.5 and oracle["ssim"] == pytest.approx(1.0, abs=1e-3)
 
 
 def test_warp_baseline_is_reported_lower(results):

@@ -166,7 +166,10 @@ class LocalStore(ObjectStore):
                 continue
             key = key_prefix + entry.name
             if entry.is_file(follow_symlinks=False):
-                info = entry.stat(follow_symlinks=False)
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:  # deleted since the directory was read: no longer listed
+                    continue
                 yield ObjectEntry(key=key, size=info.st_size, version=f"{info.st_size:x}-{info.st_mtime_ns:x}-{info.st_ino:x}")
             elif entry.is_dir(follow_symlinks=False):
                 below = self._walk(Path(entry.path), f"{key}/", "", True)
