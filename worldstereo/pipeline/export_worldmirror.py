@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 
-import imageio.v3 as iio
 import torch
 
 from worldstereo.errors import InvalidInputError
 from worldstereo.memory.bank import MemoryBank
-from worldstereo.pipeline.media import to_uint8
+from worldstereo.pipeline.media import encode_pngs
 
 FOLDER = "world_mirror"
 
@@ -29,7 +28,8 @@ def worldmirror_files(bank: MemoryBank) -> dict[str, bytes]:
     ids = camera_ids(bank)
     if len(set(ids)) != len(ids):
         raise InvalidInputError("memory-bank frames must have distinct (source, frame) pairs")
-    files = {f"images/{cid}.png": _png(frame.image) for cid, frame in zip(ids, bank.frames)}
+    pngs = encode_pngs([frame.image for frame in bank.frames])
+    files = {f"images/{cid}.png": png for cid, png in zip(ids, pngs)}
     cameras = {
         "num_cameras": len(ids),
         "extrinsics": [{"camera_id": cid, "matrix": f.camera.c2w[0].double().tolist()} for cid, f in zip(ids, bank.frames)],
@@ -51,7 +51,3 @@ def read_worldmirror_cameras(data: bytes) -> tuple[list[str], torch.Tensor, torc
         raise InvalidInputError("cameras.json: num_cameras, extrinsics and intrinsics disagree")
     c2w = torch.tensor([e["matrix"] for e in document["extrinsics"]], dtype=torch.float64)
     return ids, c2w, torch.tensor([intrinsics[i] for i in ids], dtype=torch.float64)
-
-
-def _png(image: torch.Tensor) -> bytes:
-    return iio.imwrite("<bytes>", to_uint8(image), extension=".png")

@@ -1,4 +1,4 @@
-"""Encoding frames as MP4 / JPEG bytes, in the background when the caller has other work to do."""
+"""Encoding frames as MP4 / JPEG / PNG bytes, in the background when the caller has other work to do."""
 
 from __future__ import annotations
 
@@ -39,3 +39,10 @@ def encode_jpeg(image: Tensor, quality: int = 92) -> bytes:
 def encode_jpegs(images: list[Tensor], quality: int = 92) -> list[bytes]:
     """:func:`encode_jpeg` of every image, on the background threads (the encoder releases the GIL)."""
     return list(_ENCODERS.map(lambda image: encode_jpeg(image, quality), images))
+
+
+def encode_pngs(images: list[Tensor]) -> list[bytes]:
+    """Lossless PNG of every ``[H,W,3]`` image in [0,1], on the background threads (fast deflate level 1: about
+    a third of the default level's time for a few per cent more bytes)."""
+    return list(_ENCODERS.map(lambda image: iio.imwrite("<bytes>", to_uint8(image), extension=".png",
+                                                       compress_level=1), images))
