@@ -12,14 +12,13 @@ import pytest
 import torch
 from release_fixture import write_tiny_release, write_worldmirror_checkout
 from safetensors.torch import load_file, save_file
+from scene_requests import scene_request
 
 from worldstereo.config import GeneratorSettings, ModelPaths, Settings, StorageSettings, TrajectorySettings
 from worldstereo.errors import ConfigurationError
-from worldstereo.inputs import SceneInput
 from worldstereo.models.release_loading import read_release_config, wan_dir
 from worldstereo.models.release_model import ReleaseModel
 from worldstereo.models.samplers import DMDSampler, UniPCSampler
-from worldstereo.pipeline.backends import DepthEstimate, GenerationRequest
 from worldstereo.pipeline.generators.worldstereo import (
     WorldStereoGenerator,
     bucket_size,
@@ -29,10 +28,8 @@ from worldstereo.pipeline.generators.worldstereo import (
 from worldstereo.pipeline.local import process_scene, read_local_input
 from worldstereo.pipeline.registry import make_backend
 from worldstereo.pipeline.state import StateStore
-from worldstereo.pipeline.scene import SceneContext, build_request, initial_state
 from worldstereo.storage.factory import open_store
 from worldstereo.storage.keys import output_key
-from worldstereo.synthetic import make_scene
 from worldstereo.synthetic.samples import write_samples
 
 
@@ -53,19 +50,6 @@ def settings_for(wan: Path | None, release: Path | None, variant: str = "memory-
     return Settings(generator="worldstereo", device="cpu",
                     models=ModelPaths(wan_i2v=wan, worldstereo_release=release, **models),
                     generation=GeneratorSettings(dtype="float32", variant=variant, steps=2))
-
-
-def scene_request(root: Path, frames: int = 5, scale: float = 0.1) -> GenerationRequest:
-    settings = Settings(storage=StorageSettings(backend="local", root=root), resolution_scale=scale, device="cpu",
-                        trajectory=TrajectorySettings(num_frames=frames))
-    scene = make_scene("room", 0)
-    camera = scene.input_camera(120, 192)
-    views = scene.render(camera)
-    scene_input = SceneInput("perspective", views.rgb[0].float(), views.depth[0].double(), camera,
-                             {"kind": "room", "seed": 0})
-    ctx = SceneContext(open_store(settings.storage), settings.storage.work_bucket, "room", settings)
-    state = initial_state(ctx, scene_input, DepthEstimate(scene_input.depth, camera))
-    return build_request(ctx, state, state.plans[0][0])
 
 
 @pytest.mark.parametrize("variant", ["camera", "memory", "memory-dmd"])

@@ -9,13 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
+from scene_requests import scene_request
 
-from worldstereo.config import GeneratorSettings, ModelPaths, Settings, StorageSettings, TrajectorySettings
+from worldstereo.config import GeneratorSettings, ModelPaths, Settings
 from worldstereo.errors import ConfigurationError
 from worldstereo.geometry.plucker import plucker_rays
-from worldstereo.inputs import SceneInput
 from worldstereo.models import WorldStereoModel, tiny_config
-from worldstereo.pipeline.backends import DepthEstimate, GenerationRequest
 from worldstereo.pipeline.generators.worldstereo_paper import (
     PromptEmbeddings,
     WorldStereoPaperGenerator,
@@ -23,9 +22,6 @@ from worldstereo.pipeline.generators.worldstereo_paper import (
     model_size,
 )
 from worldstereo.pipeline.registry import make_backend
-from worldstereo.pipeline.scene import SceneContext, build_request, initial_state
-from worldstereo.storage.factory import open_store
-from worldstereo.synthetic import make_scene
 
 TEXT_DIM, IMAGE_DIM = 16, 8  # tiny_config()'s UMT5 and CLIP widths
 
@@ -57,20 +53,6 @@ def write_embeddings(path: Path, embeds: PromptEmbeddings, *, batched: bool = Fa
     tensors = {"prompt_embeds": embeds.prompt, "negative_prompt_embeds": embeds.negative, "image_embeds": embeds.image}
     save_file({k: v[None] if batched else v for k, v in tensors.items() if v is not None}, str(path))
     return path
-
-
-def scene_request(root: Path, frames: int, scale: float) -> GenerationRequest:
-    """The first trajectory's request of a synthetic room, built by the pipeline's own stages."""
-    settings = Settings(storage=StorageSettings(backend="local", root=root), resolution_scale=scale, device="cpu",
-                        trajectory=TrajectorySettings(num_frames=frames))
-    scene = make_scene("room", 0)
-    camera = scene.input_camera(120, 192)
-    views = scene.render(camera)
-    scene_input = SceneInput("perspective", views.rgb[0].float(), views.depth[0].double(), camera,
-                             {"kind": "room", "seed": 0})
-    ctx = SceneContext(open_store(settings.storage), settings.storage.work_bucket, "room", settings)
-    state = initial_state(ctx, scene_input, DepthEstimate(scene_input.depth, camera))
-    return build_request(ctx, state, state.plans[0][0])
 
 
 def spy(model: WorldStereoModel) -> list[dict]:
