@@ -9,6 +9,8 @@ The depth, generator and reconstructor pools are planned together from ``ray.clu
   the scenes' stage tasks, so actors and stage tasks can never wait on each other forever.
 * Each actor declares the memory its backend needs (``Resources.memory_gb``, capped at its share of
   the cluster's memory), so Ray places it where that memory is.
+* Stage tasks and actors compute with :func:`worker_threads` torch threads, not the one thread Ray's
+  ``OMP_NUM_THREADS`` gives a worker with a CPU share of 1 or less.
 
 Actors restart when they die and Ray retries the calls that were in flight. A call that does not return
 within ``ray.call_timeout_s`` raises :class:`ModelCallTimeout`, a transient failure of its stage.
@@ -25,9 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
+import torch
 
 from worldstereo.config import RaySettings, Settings
-from worldstereo.errors import PermanentError
+from worldstereo.errors import ConfigurationError, PermanentError
 from worldstereo.pipeline.backends import Backend, Resources
 from worldstereo.pipeline.registry import backend_class, make_backend
 
@@ -58,11 +61,21 @@ def ensure_ray(settings: RaySettings) -> None:
         log.info("ray resources: %s", ray.cluster_resources())
 
 
+def worker_threads(settings: RaySettings) -> int:
+    """Torch threads of a stage task or model actor: ``worker_threads``, else ``stage_cpus / (1 - actor_cpu_share)``.
+
+    A scene's stage task waits while the model call it made runs, so each scene in flight computes in one
+    place at a time and may use its stage's CPUs together with its share of the actors' CPUs.
+    """
+    return settings.worker_threads or max(1, round(settings.stage_cpus / (1 - settings.actor_cpu_share)))
+
+
 @ray.remote
 class BackendActor:
     """One backend instance, set up once in the actor's process."""
 
     def __init__(self, kind: str, name: str, settings: Settings) -> None:
+        torch.set_num_threads(worker_threads(settings.ray))
         self.backend: Backend = make_backend(kind, name, settings)
         self.failure: PermanentError | None = None
         try:
@@ -148,8 +161,20 @@ class ScenePools:
 def stage_slots(settings: Settings) -> int:
     """How many stage tasks the cluster runs at once beside the model actors."""
     ensure_ray(settings.ray)
-    cpus = ray.cluster_resources().get("CPU", 1.0) * (1 - settings.ray.actor_cpu_share)
-    return max(1, int(cpus // settings.ray.stage_cpus))
+    return check_stage_fits(settings.ray, ray.nodes())
+
+
+def check_stage_fits(settings: RaySettings, nodes: list[dict]) -> int:
+    """Stage slots of the cluster's live ``nodes``; a ``stage_cpus`` no node can give beside its share of the
+    model actors would wait forever, so it is refused."""
+    free = [node["Resources"].get("CPU", 0.0) * (1 - settings.actor_cpu_share) for node in nodes if node.get("Alive")]
+    slots = sum(int(cpus // settings.stage_cpus) for cpus in free)
+    if slots == 0:
+        raise ConfigurationError(
+            f"ray.stage_cpus={settings.stage_cpus:g} is more than any node has free beside the model actors "
+            f"(at most {max(free, default=0.0):g} CPUs with ray.actor_cpu_share={settings.actor_cpu_share:g}); "
+            "lower ray.stage_cpus or ray.actor_cpu_share")
+    return slots
 
 
 def get_pools(settings: Settings) -> ScenePools:

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
+import torch
 
 from tasks.artifacts import scene_markdown
-from tasks.ray_pools import ModelCallTimeout, ModelHandles
+from tasks.ray_pools import ModelCallTimeout, ModelHandles, worker_threads
 from worldstereo.config import Settings
 from worldstereo.pipeline.backends import GeneratedVideo, GenerationRequest
 from worldstereo.pipeline.local import read_input
@@ -71,6 +72,7 @@ def execute_stage(settings: Settings, scene_id: str, input_key: str, stage: Stag
                   handles: ModelHandles) -> StageOutcome:
     """Run ``stage`` of the scene unless it is done (the body of :data:`stage_task_remote`)."""
     started = time.perf_counter()
+    torch.set_num_threads(worker_threads(settings.ray))
     store = open_store(settings.storage)
     ctx = SceneContext(store, settings.storage.work_bucket, scene_id, settings)
     models = ActorModels(handles, scene_id)

@@ -24,6 +24,7 @@ import numpy as np
 import open3d as o3d
 import pytest
 import ray
+import torch
 
 from conftest import S3_ACCESS_KEY, S3_SECRET_KEY
 from flows.scene_batch import scene_batch
@@ -251,6 +252,14 @@ def generator_pid(timeout_s: float = 120) -> tuple[object, int]:
             return actor, ray.get(actor.pid.remote())
         time.sleep(0.05)
     raise TimeoutError("the flow created no model pools")
+
+
+def test_model_actors_compute_with_worker_threads(batch: Batch) -> None:
+    # Ray's OMP_NUM_THREADS leaves a worker holding one CPU or less a single torch thread
+    (pools,) = ray_pools._pools.values()
+    threads = ray.get([actor.__ray_call__.remote(lambda _: torch.get_num_threads())
+                       for actors in pools.handles.actors.values() for actor in actors])
+    assert threads == [2] * len(threads)
 
 
 def test_killed_generator_actor_changes_nothing(batch: Batch, s3_endpoint: str, monkeypatch) -> None:

@@ -124,8 +124,9 @@ class Camera:
 
     def ray_directions(self) -> Tensor:
         """World-space ray directions with unit z in camera space, ``[N,H,W,3]``: R K⁻¹ x̂."""
-        cam = torch.einsum("nij,hwj->nhwi", torch.linalg.inv(self.K), self.pixel_grid())
-        return torch.einsum("nij,nhwj->nhwi", self.c2w[:, :3, :3], cam)
+        rk = self.c2w[:, :3, :3] @ torch.linalg.inv(self.K)
+        rays = self.pixel_grid().reshape(1, -1, 3) @ rk.transpose(1, 2)
+        return rays.reshape(len(self), self.height, self.width, 3)
 
     def backproject(self, depth: Tensor) -> Tensor:
         """World points ``[N,H,W,3]`` from z-depth ``[N,H,W]``."""  # Eq. 1: X = R D K⁻¹ x̂ + t

@@ -106,14 +106,26 @@ class GeneratedVideo:
 
 @dataclass(frozen=True)
 class Reconstruction:
-    """Per-pixel world points of a video; ``frame='relative'`` needs a Sim(3) fit back to the cache."""
+    """Per-pixel points of a video, given as ``points`` or as z-``depth`` through ``cameras`` (back-projected by
+    :meth:`frame_points` only for the frames asked for); ``frame='relative'`` needs a Sim(3) fit back to the cache."""
 
-    points: Tensor  # [N,H,W,3]
     colors: Tensor  # [N,H,W,3]
     valid: Tensor  # [N,H,W] bool
     cameras: Camera
+    points: Tensor | None = None  # [N,H,W,3]
+    depth: Tensor | None = None  # [N,H,W]
     frame: Literal["world", "relative"] = "world"
     extras: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.points is None) == (self.depth is None):
+            raise ValueError("a reconstruction gives either points or depth")
+
+    def frame_points(self, frames: Tensor | slice = slice(None)) -> Tensor:
+        """Points ``[F,H,W,3]`` of ``frames``."""
+        if self.points is not None:
+            return self.points[frames]
+        return self.cameras[frames].backproject(self.depth[frames])
 
 
 class VideoGenerator(Backend):

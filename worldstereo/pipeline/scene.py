@@ -233,7 +233,7 @@ def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, recons
         recon = reconstruct_fn(video, request)
     with step("cache_update"):
         keyframes = keyframe_indices(len(video.frames), min(ctx.settings.trajectory.keyframes, len(video.frames)))
-        points, colors, valid = recon.points[keyframes], recon.colors[keyframes], recon.valid[keyframes]
+        points, colors, valid = recon.frame_points(keyframes), recon.colors[keyframes], recon.valid[keyframes]
         anchors = (None, None)
         if recon.frame == "relative":
             anchors = overlap_correspondences(state.cache, points, recon.cameras[keyframes], valid)

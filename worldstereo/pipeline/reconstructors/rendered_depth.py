@@ -15,7 +15,7 @@ from worldstereo.pipeline.backends import (
 
 
 class RenderedDepthReconstructor(Reconstructor):
-    """Back-projects per-frame z-depth (Eq. 1) through the target cameras; points are already in the world frame."""
+    """Per-frame z-depth through the target cameras (back-projected by Eq. 1 when used): already in the world frame."""
 
     name = "rendered-depth"
     resources = Resources(cpus=1.0, memory_gb=1.0)
@@ -26,8 +26,6 @@ class RenderedDepthReconstructor(Reconstructor):
                 "the rendered-depth reconstructor needs a generator that returns depth (oracle, warp); "
                 "use --reconstructor depth-anything-3 (or worldmirror) with image-only generators"
             )
-        cameras = request.cameras.to(dtype=torch.float32)
         depth = video.depth.to(torch.float32)
         valid = torch.isfinite(depth) & (depth > 0)
-        points = cameras.backproject(torch.where(valid, depth, torch.zeros_like(depth)))
-        return Reconstruction(points=points, colors=video.frames, valid=valid, cameras=request.cameras)
+        return Reconstruction(video.frames, valid, request.cameras, depth=torch.where(valid, depth, 0.0))
