@@ -9,7 +9,7 @@
 # process ids under infra/.local-stack/. Stop it with infra/stop-local-stack.sh.
 #
 # Ports and sizes (environment): S3_PORT=9000 PREFECT_PORT=4200 RAY_PORT=6379 WEBHOOK_PORT=8765
-# RAY_CPUS=$(nproc) RAY_OBJECT_STORE_BYTES=1 GiB; credentials S3_ACCESS_KEY / S3_SECRET_KEY (generated
+# RAY_CPUS=$(nproc) RAY_OBJECT_STORE_BYTES=4 GiB (an 81-frame 480p trajectory moves about 2 GB); credentials S3_ACCESS_KEY / S3_SECRET_KEY (generated
 # once and kept in .env.local).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ PREFECT_PORT="${PREFECT_PORT:-4200}"
 RAY_PORT="${RAY_PORT:-6379}"
 WEBHOOK_PORT="${WEBHOOK_PORT:-8765}"
 RAY_CPUS="${RAY_CPUS:-$(nproc)}"
-RAY_OBJECT_STORE_BYTES="${RAY_OBJECT_STORE_BYTES:-$((1024 * 1024 * 1024))}"
+RAY_OBJECT_STORE_BYTES="${RAY_OBJECT_STORE_BYTES:-$((4 * 1024 * 1024 * 1024))}"
 RAY_TMP="/tmp/ray-worldstereo-$RAY_PORT"  # not /tmp/ray: a plain ray.init() elsewhere must not join this cluster
 
 mkdir -p "$STATE/pids" "$STATE/logs"

@@ -29,6 +29,7 @@ from typing import Any
 import ray
 import torch
 
+from tasks.transport import SETUP_HOOK, register_tensor_transport
 from worldstereo.config import RaySettings, Settings
 from worldstereo.errors import ConfigurationError, PermanentError
 from worldstereo.pipeline.backends import Backend, Resources
@@ -52,12 +53,13 @@ def ensure_ray(settings: RaySettings) -> None:
     with _lock:
         if ray.is_initialized():
             return
+        job = {"log_to_driver": False, "runtime_env": {"worker_process_setup_hook": SETUP_HOOK}}
         if settings.address:
-            ray.init(address=settings.address, log_to_driver=False)
+            ray.init(address=settings.address, **job)
         else:
             ray.init(num_cpus=settings.num_cpus or os.cpu_count(), num_gpus=settings.num_gpus,
-                     include_dashboard=False, object_store_memory=settings.object_store_memory,
-                     log_to_driver=False)
+                     include_dashboard=False, object_store_memory=settings.object_store_memory, **job)
+        register_tensor_transport()
         log.info("ray resources: %s", ray.cluster_resources())
 
 

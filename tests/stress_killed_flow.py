@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import ray
 from test_flow import ray_cluster, run_small_batch, small_scenes, use_buckets  # noqa: F401  (ray_cluster: a fixture)
 from flows.scene_batch import scene_batch
 from worldstereo.catalog.manifests import Catalog, StageRecords
@@ -28,8 +29,10 @@ def test_killed_flow_process_and_a_rerun_finish_the_scene(prefect_api: str, ray_
     (scene_id,) = small_scenes(settings, tmp_path, 1)
     store, bucket = open_store(settings.storage), settings.storage.work_bucket
     records = StageRecords(store, bucket)
+    cluster = ray.get_runtime_context().gcs_address  # the flow process joins the test's cluster as a driver
     batch = subprocess.Popen([sys.executable, "-c", "from test_flow import run_small_batch; run_small_batch()"],
-                             cwd=Path(__file__).parent, env=os.environ | {"PREFECT_API_URL": prefect_api})
+                             cwd=Path(__file__).parent,
+                             env=os.environ | {"PREFECT_API_URL": prefect_api, "WORLDSTEREO_RAY__ADDRESS": cluster})
     try:
         while records.read(scene_id, "init") is None and batch.poll() is None:
             time.sleep(0.05)

@@ -46,7 +46,7 @@ def test_a_trajectory_runs_at_the_clip_poses(tmp_path: Path, rules: str, one_thr
     planned = ctx.states.load(stages.INIT).plans[0][2].cameras
     request = stages.build_request(ctx, ctx.states.load(stages.INIT), names[0], generator.clip_frames(len(planned)))
     assert torch.allclose(request.cameras.c2w.double(), planned.c2w[[0, 2, 4, 6, 8]], atol=1e-6)
-    assert request.plucker.shape[0] == len(request.ggm.rgb) == 5
+    assert len(request.ggm.rgb) == 5
     references = request.references
     if rules == "release":
         assert references.ref_index is not None and torch.equal(references.target_indices, references.ref_index + 1)

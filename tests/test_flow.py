@@ -254,6 +254,25 @@ def generator_pid(timeout_s: float = 120) -> tuple[object, int]:
     raise TimeoutError("the flow created no model pools")
 
 
+@ray.remote
+def _add_one_in_place(tensors: dict) -> dict:
+    for tensor in tensors.values():
+        tensor.logical_not_() if tensor.dtype == torch.bool else tensor.add_(1)
+    return tensors
+
+
+def test_tensors_cross_processes_exactly_and_writable(ray_cluster: None) -> None:
+    sent = {"float": torch.rand(3, 4)[:, ::2], "bf16": torch.randn(5, dtype=torch.bfloat16),
+            "bool": torch.tensor([True, False]), "scalar": torch.tensor(7, dtype=torch.int64),
+            "empty": torch.zeros(0, 3)}
+    ref = ray.put(sent)
+    back = ray.get(_add_one_in_place.remote(ref))
+    for name, tensor in sent.items():
+        assert back[name].dtype == tensor.dtype and back[name].shape == tensor.shape
+        assert torch.equal(back[name], ~tensor if name == "bool" else tensor + 1)
+    assert all(torch.equal(ray.get(ref)[name], tensor) for name, tensor in sent.items())  # the stored object is intact
+
+
 def test_model_actors_compute_with_worker_threads(batch: Batch) -> None:
     # Ray's OMP_NUM_THREADS leaves a worker holding one CPU or less a single torch thread
     (pools,) = ray_pools._pools.values()

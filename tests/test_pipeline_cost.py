@@ -158,7 +158,7 @@ def test_pipeline_benchmark_reports_every_step() -> None:
     assert [t["name"] for t in result["trajectories"]] == ["orbit", "up", "right", "left"]
     for trajectory in result["trajectories"]:
         assert sum(trajectory["steps"].values()) - trajectory["steps"]["generate"] == pytest.approx(trajectory["seconds"])
-        assert all(trajectory["steps"][key] > 0 for key in ("ggm_render", "plucker", "snapshot_save"))
+        assert all(trajectory["steps"][key] > 0 for key in ("ggm_render", "pointmaps", "snapshot_save"))
     sizes = [result["init_cache_points"]] + [t["cache_points"] for t in result["trajectories"]]
     assert sizes == sorted(sizes) and result["fused_points"] == sizes[-1]
     assert result["per_trajectory_s"] > 0 and result["export_s"] > 0

@@ -141,9 +141,7 @@ def request_for(
         target_pointmaps=torch.zeros(1, height, width, 3),
         reference_pointmaps=torch.zeros(1, height, width, 3),
     )
-    request = GenerationRequest(
-        "scene", "orbit", rendered.rgb[0], cameras, ggm, torch.zeros(count, 6, height, width), references
-    )
+    request = GenerationRequest("scene", "orbit", rendered.rgb[0], cameras, ggm, references)
     return GeneratedVideo(rendered.rgb), request
 
 

@@ -43,7 +43,7 @@ class RaySettings(BaseModel):
     address: str | None = None
     num_cpus: int | None = None
     num_gpus: int | None = None  # a local cluster's GPUs (None: Ray detects them)
-    object_store_memory: int = 512 * 1024 * 1024
+    object_store_memory: int | None = None  # a local cluster's object store, bytes (None: Ray's default, 30% of RAM)
     # a model call that does not return in this time fails as transient (its stage retries)
     call_timeout_s: float = Field(default=3600.0, gt=0)
     stage_cpus: float = Field(default=1.0, gt=0)  # what each stage task of a scene asks of Ray

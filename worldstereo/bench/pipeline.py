@@ -1,8 +1,8 @@
 """Cost of the pipeline around the model: one synthetic scene through every stage with a zero-cost generator.
 
 The generator returns the GGM condition itself (colour and depth of the rendered 3D cache; holes have
-no depth), so each trajectory pays everything but the model: GGM render, retrieval, pointmaps, Plücker
-rays, reconstruction (back-projection), cache and memory-bank updates, video encodes and snapshots.
+no depth), so each trajectory pays everything but the model: GGM render, retrieval, pointmaps,
+reconstruction (back-projection), cache and memory-bank updates, video encodes and snapshots.
 The scene is the bundled synthetic room rendered at the working size, so figures repeat run to run.
 """
 
@@ -27,7 +27,7 @@ from worldstereo.pipeline.timing import collect_steps
 from worldstereo.storage.factory import open_store
 from worldstereo.synthetic import make_scene
 
-STEPS = ("snapshot_load", "ggm_render", "retrieval", "pointmaps", "plucker", "generate", "reconstruct",
+STEPS = ("snapshot_load", "ggm_render", "retrieval", "pointmaps", "generate", "reconstruct",
          "cache_update", "bank_update", "video_encode", "snapshot_save")
 
 

@@ -80,14 +80,14 @@ class References:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """Everything the paper conditions the video model on for one trajectory."""
+    """Everything the paper conditions the video model on for one trajectory (Plücker rays of ``cameras`` are
+    computed by the generators that use them, at their own resolution and on their own device)."""
 
     scene_id: str
     trajectory: str
     image: Tensor  # [H,W,3] the trajectory's first (given) frame
     cameras: Camera  # N target cameras; cameras[0] is the given frame's
     ggm: CacheRender  # the 3D cache rendered into the target cameras
-    plucker: Tensor  # [N,6,H,W]
     references: References
     scene_spec: dict | None = None  # synthetic inputs name their ground-truth scene
     seed: int = 0

@@ -21,7 +21,6 @@ from worldstereo.errors import ConfigurationError
 from worldstereo.geometry.buckets import fit_to_bucket, nearest_bucket
 from worldstereo.geometry.camera import Camera
 from worldstereo.geometry.panorama import panorama_point_cloud, split_panorama
-from worldstereo.geometry.plucker import plucker_rays
 from worldstereo.geometry.render import CacheRender
 from worldstereo.geometry.resample import resample_nearest
 from worldstereo.geometry.trajectory import (
@@ -192,9 +191,7 @@ def build_request(ctx: SceneContext, state: SceneState, name: str, clip: int | N
         ggm, xyz = state.cache.render_with_xyz(cameras, radius=settings.memory.splat_radius)
         ggm = with_given_frame(ggm, start.image, start.depth)
     references = gather_references(settings, state.bank, state.cache, cameras, planned, xyz)
-    with step("plucker"):
-        plucker = plucker_rays(cameras)
-    return GenerationRequest(ctx.scene_id, name, start.image, cameras, ggm, plucker, references,
+    return GenerationRequest(ctx.scene_id, name, start.image, cameras, ggm, references,
                              state.scene_spec, seed=ctx.settings.seed + zlib.crc32(name.encode()), prompt=state.prompt,
                              embeddings=dict(state.embeddings))
 

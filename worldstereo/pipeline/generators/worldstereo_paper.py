@@ -157,8 +157,7 @@ def model_inputs(
         return resize(images.to(device, torch.float32), size, mode)
 
     covered = pixels((~ggm.mask)[..., None], "nearest")[..., 0]
-    same_size = tuple(request.plucker.shape[-2:]) == tuple(size)
-    plucker = request.plucker if same_size else plucker_rays(request.cameras.resized(*size))
+    plucker = plucker_rays(request.cameras.resized(*size).to(device))
     return ModelInputs(
         image=pixels(request.image[None], "bilinear")[0],
         cache_renders=hold_last(pixels(ggm.rgb, "nearest"), frames),
