@@ -50,8 +50,8 @@ def pointmap_pairs(
     extent = (hi - lo).amax(dim=-1).clamp(min=torch.finfo(hi.dtype).tiny)
 
     def colourise(xyz: Tensor, covered: Tensor) -> Tensor:  # same affine map for both maps of a pair
-        rgb = 0.5 + (xyz - centre[:, None, None]) / extent[:, None, None, None]
-        return torch.where(covered[..., None], rgb.clamp(0.0, 1.0), torch.zeros_like(rgb))
+        rgb = (xyz - centre[:, None, None]).div_(extent[:, None, None, None]).add_(0.5).clamp_(0.0, 1.0)
+        return rgb.mul_(covered[..., None])  # holes black
 
     return PointmapPair(
         colourise(target.rgb, target.covered),
@@ -82,7 +82,5 @@ def pointmap_pair(points: Tensor, target: Camera, reference: Camera, **render_kw
 
 def _bounds(xyz: Tensor, covered: Tensor) -> tuple[Tensor, Tensor]:
     """Per-image min and max ``[F,3]`` over covered pixels (``+inf`` / ``-inf`` where none)."""
-    covered = covered[..., None]
-    lo = torch.where(covered, xyz, torch.full_like(xyz, torch.inf)).amin(dim=(1, 2))
-    hi = torch.where(covered, xyz, torch.full_like(xyz, -torch.inf)).amax(dim=(1, 2))
-    return lo, hi
+    hidden = ~covered[..., None]
+    return xyz.masked_fill(hidden, torch.inf).amin(dim=(1, 2)), xyz.masked_fill(hidden, -torch.inf).amax(dim=(1, 2))
