@@ -96,7 +96,7 @@ def new_voxel_indices(existing: Tensor, new: Tensor, voxel_size: float) -> Tenso
 
 def _cells(points: Tensor, voxel_size: float) -> Tensor:
     """Integer voxel coordinates ``[P,3]`` of every point."""
-    return torch.floor(points.to(torch.float64) / voxel_size).to(torch.int64)
+    return points.to(torch.float64, copy=True).div_(voxel_size).floor_().to(torch.int64)
 
 
 def _pack(cells: Tensor, low: Tensor, extent: Tensor) -> Tensor:
@@ -104,7 +104,7 @@ def _pack(cells: Tensor, low: Tensor, extent: Tensor) -> Tensor:
     if float(extent.to(torch.float64).prod()) >= 2**63:
         raise InvalidInputError("voxel grid too fine for the cloud's extent")
     cells = cells - low
-    return (cells[:, 0] * extent[1] + cells[:, 1]) * extent[2] + cells[:, 2]
+    return (cells[:, 0] * extent[1]).add_(cells[:, 1]).mul_(extent[2]).add_(cells[:, 2])
 
 
 def _voxel_ids(points: Tensor, voxel_size: float) -> Tensor:
