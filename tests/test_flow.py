@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -411,3 +413,36 @@ def test_storage_outage_mid_batch_changes_nothing(prefect_api: str, ray_cluster:
     key = output_key(scene_id, "exports", "fused.ply")
     assert store.get_bytes(bucket, key) == store.get_bytes(reference.storage.work_bucket, key)
 
+
+def test_killed_flow_process_and_a_rerun_finish_the_scene(prefect_api: str, ray_cluster: None, s3_endpoint: str,
+                                                          tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WORLDSTEREO_RAY__CLAIM_TTL_S", "6")  # the killed batch's claim expires quickly
+    settings = use_buckets(monkeypatch, s3_endpoint)
+    (scene_id,) = small_scenes(settings, tmp_path, 1)
+    store, bucket = open_store(settings.storage), settings.storage.work_bucket
+    records = StageRecords(store, bucket)
+    cluster = ray.get_runtime_context().gcs_address  # the flow process joins the test's cluster as a driver
+    batch = subprocess.Popen([sys.executable, "-c", "from test_flow import run_small_batch; run_small_batch()"],
+                             cwd=Path(__file__).parent,
+                             env=os.environ | {"PREFECT_API_URL": prefect_api, "WORLDSTEREO_RAY__ADDRESS": cluster})
+    try:
+        while records.read(scene_id, "init") is None and batch.poll() is None:
+            time.sleep(0.05)
+    finally:
+        batch.kill()  # the flow process dies with the scene running, its first stage recorded
+        batch.wait()
+    init = records.read(scene_id, "init")
+    assert init is not None and Catalog(store, bucket).get(scene_id).status is SceneStatus.RUNNING
+    time.sleep(6)
+
+    rows = scene_batch(generator="oracle", trajectory={"num_frames": 3, "order": ["orbit"]},
+                       overrides={"resolution_scale": 0.25}, rerun_failed=True)
+
+    assert [(row["scene"], row["status"]) for row in rows] == [(scene_id, "done")]
+    assert (Catalog(store, bucket).get(scene_id).status, len(records.records(scene_id))) == (SceneStatus.DONE, 3)
+    assert records.read(scene_id, "init").finished_at == init.finished_at  # init did not run again
+    reference = use_buckets(monkeypatch, s3_endpoint)
+    small_scenes(reference, tmp_path / "again", 1)
+    assert [row["status"] for row in run_small_batch()] == ["done"]
+    key = output_key(scene_id, "exports", "fused.ply")
+    assert store.get_bytes(bucket, key) == store.get_bytes(reference.storage.work_bucket, key)
