@@ -61,6 +61,14 @@ def where_to_look(settings) -> list[str]:
     return [f"outputs: {outputs}", f"Prefect UI: {ui}"]
 
 
+@app.command("release-pools")
+def release_pools() -> None:
+    """Stop the model actors that batches leave running on the Ray cluster (``ray.address``) for the next one."""
+    from tasks.ray_pools import release_all_pools
+
+    typer.echo(f"released {release_all_pools(_settings().ray)} model actors")
+
+
 @app.command("serve-webhook")
 def serve_webhook(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",

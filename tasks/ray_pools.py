@@ -14,10 +14,16 @@ The depth, generator and reconstructor pools are planned together from ``ray.clu
 
 Actors restart when they die and Ray retries the calls that were in flight. A call that does not return
 within ``ray.call_timeout_s`` raises :class:`ModelCallTimeout`, a transient failure of its stage.
+
+Pools are named, detached actors in the ``worldstereo`` namespace, named after what their backends depend
+on: every flow process of the cluster (two deployment runs, a CLI batch beside them) uses the same pools
+instead of planning a set of its own, and loaded models stay warm between batches until
+:func:`release_all_pools` (``worldstereo release-pools``) or the cluster's end.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -37,11 +43,12 @@ from worldstereo.pipeline.registry import backend_class, make_backend
 
 log = logging.getLogger(__name__)
 ACTOR_RESTARTS = 3
+NAMESPACE = "worldstereo"
 KINDS = ("depth", "generator", "reconstructor")
 CPUS_PER_CPU_ACTOR = 16
 GIB = 1024**3
 _lock = threading.Lock()
-_pools: dict[tuple, ScenePools] = {}
+_pools: dict[str, ScenePools] = {}
 
 
 class ModelCallTimeout(TimeoutError):
@@ -53,7 +60,8 @@ def ensure_ray(settings: RaySettings) -> None:
     with _lock:
         if ray.is_initialized():
             return
-        job = {"log_to_driver": False, "runtime_env": {"worker_process_setup_hook": SETUP_HOOK}}
+        job = {"log_to_driver": False, "namespace": NAMESPACE,
+               "runtime_env": {"worker_process_setup_hook": SETUP_HOOK}}
         if settings.address:
             ray.init(address=settings.address, **job)
         else:
@@ -136,28 +144,61 @@ class ModelHandles:
         return actors[zlib.crc32(affinity.encode()) % len(actors)]
 
 
+def pool_key(settings: Settings) -> str:
+    """Name of the pools that serve ``settings``: a digest of what a loaded backend and its actor depend on
+    (scene-level settings such as storage and trajectories travel with each request)."""
+    parts = (settings.depth_backend, settings.generator, settings.reconstructor, settings.models.model_dump_json(),
+             settings.generation.model_dump_json(), settings.device, settings.max_depth, settings.default_fov_deg,
+             settings.ray.actor_cpu_share, worker_threads(settings.ray))
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:12]
+
+
 class ScenePools:
-    """The depth, generator and reconstructor pools of one configuration."""
+    """The depth, generator and reconstructor pools of one configuration (joined when they already run)."""
 
     def __init__(self, settings: Settings) -> None:
         names = {"depth": settings.depth_backend, "generator": settings.generator,
                  "reconstructor": settings.reconstructor}
         needs = {kind: backend_class(kind, names[kind]).resources for kind in KINDS}
         self.plans = plan_pools(needs, ray.cluster_resources(), settings.ray.actor_cpu_share)
-        actors = {}
+        key, actors = pool_key(settings), {}
         for kind in KINDS:
             plan = self.plans[kind]
             options = {"num_gpus": plan.num_gpus, "num_cpus": plan.num_cpus, "max_restarts": ACTOR_RESTARTS,
-                       "max_task_retries": ACTOR_RESTARTS} | ({"memory": plan.memory} if plan.memory else {})
-            actors[kind] = [BackendActor.options(**options).remote(kind, names[kind], settings)
-                            for _ in range(plan.size)]
+                       "max_task_retries": ACTOR_RESTARTS, "namespace": NAMESPACE, "lifetime": "detached",
+                       "get_if_exists": True} | ({"memory": plan.memory} if plan.memory else {})
+            actors[kind] = [BackendActor.options(name=f"{kind}-{key}-{i}", **options).remote(kind, names[kind], settings)
+                            for i in range(plan.size)]
         self.handles = ModelHandles(actors, settings.ray.call_timeout_s)
-        log.info("model pools: %s", self.plans)
+        log.info("model pools %s: %s", key, self.plans)
 
     def kill(self) -> None:
-        for actors in self.handles.actors.values():
-            for actor in actors:
-                ray.kill(actor)
+        _kill_and_wait([actor for actors in self.handles.actors.values() for actor in actors])
+
+
+def _kill_and_wait(actors: list, timeout_s: float = 60.0) -> None:
+    """Kill ``actors`` and return once they are dead, so that their names can be taken again."""
+    for actor in actors:
+        ray.kill(actor)
+    deadline = time.monotonic() + timeout_s
+    for actor in actors:
+        while time.monotonic() < deadline:
+            try:
+                ray.get(actor.pid.remote(), timeout=max(0.1, deadline - time.monotonic()))
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                break
+            time.sleep(0.05)
+
+
+def release_all_pools(settings: RaySettings) -> int:
+    """Kill every model actor of the cluster's pools (any configuration, any process); returns how many."""
+    ensure_ray(settings)
+    actors = [ray.get_actor(entry["name"], namespace=NAMESPACE)
+              for entry in ray.util.list_named_actors(all_namespaces=True) if entry["namespace"] == NAMESPACE]
+    _kill_and_wait(actors)
+    with _lock:
+        _pools.clear()
+    return len(actors)
 
 
 def stage_slots(settings: Settings) -> int:
@@ -185,10 +226,7 @@ def get_pools(settings: Settings) -> ScenePools:
     A process holds one set: pools for other backends or settings are released first, since each set is
     planned to take its share of the cluster (two sets would leave stage tasks no CPU and wait forever)."""
     ensure_ray(settings.ray)
-    # what a loaded backend depends on; scene-level settings (storage, trajectories) travel with requests
-    key = (settings.depth_backend, settings.generator, settings.reconstructor, settings.models.model_dump_json(),
-           settings.generation.model_dump_json(), settings.device, settings.ray.model_dump_json(),
-           settings.max_depth, settings.default_fov_deg)
+    key = pool_key(settings)
     with _lock:
         if key not in _pools:
             for stale in _pools.values():

@@ -421,12 +421,13 @@ def test_killed_flow_process_and_a_rerun_finish_the_scene(prefect_api: str, ray_
     (scene_id,) = small_scenes(settings, tmp_path, 1)
     store, bucket = open_store(settings.storage), settings.storage.work_bucket
     records = StageRecords(store, bucket)
-    cluster = ray.get_runtime_context().gcs_address  # the flow process joins the test's cluster as a driver
+    cluster = ray.get_runtime_context().gcs_address  # the flow process joins the test's cluster and its pools
     batch = subprocess.Popen([sys.executable, "-c", "from test_flow import run_small_batch; run_small_batch()"],
                              cwd=Path(__file__).parent,
                              env=os.environ | {"PREFECT_API_URL": prefect_api, "WORLDSTEREO_RAY__ADDRESS": cluster})
+    deadline = time.monotonic() + 300
     try:
-        while records.read(scene_id, "init") is None and batch.poll() is None:
+        while records.read(scene_id, "init") is None and batch.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         batch.kill()  # the flow process dies with the scene running, its first stage recorded
@@ -446,3 +447,17 @@ def test_killed_flow_process_and_a_rerun_finish_the_scene(prefect_api: str, ray_
     assert [row["status"] for row in run_small_batch()] == ["done"]
     key = output_key(scene_id, "exports", "fused.ply")
     assert store.get_bytes(bucket, key) == store.get_bytes(reference.storage.work_bucket, key)
+
+
+def test_flow_processes_share_one_set_of_model_pools(batch: Batch) -> None:
+    # a second process on the cluster (another deployment run, a CLI batch) joins the running pools instead of
+    # planning a set of its own, which would leave neither batch a CPU for its stage tasks
+    (pools,) = ray_pools._pools.values()
+    mine = {kind: [ray.get(actor.pid.remote()) for actor in actors] for kind, actors in pools.handles.actors.items()}
+    script = ("import json, ray; from tasks.ray_pools import get_pools; from worldstereo.config import load_settings; "
+              "h = get_pools(load_settings()).handles.actors; "
+              "print(json.dumps({k: [ray.get(a.pid.remote()) for a in v] for k, v in h.items()}))")
+    env = os.environ | {"WORLDSTEREO_RAY__ADDRESS": ray.get_runtime_context().gcs_address}
+    theirs = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parent, env=env, check=True,
+                            capture_output=True, text=True, timeout=300).stdout
+    assert json.loads(theirs.strip().splitlines()[-1]) == mine
