@@ -1,5 +1,5 @@
 """Scene exports: fused PLY, cameras JSON (OpenCV w2c + K), nerfstudio ``transforms.json``, a COLMAP text
-model, the memory-bank keyframes as JPEG, and a summary JSON."""
+model, the memory-bank keyframes as PNG (the snapshots' bytes), and a summary JSON."""
 
 from __future__ import annotations
 
@@ -16,9 +16,8 @@ from torch import Tensor
 from worldstereo.geometry.camera import Camera
 from worldstereo.geometry.ply import ply_bytes as write_ply
 from worldstereo.geometry.rotations import rotation_to_quaternion
-from worldstereo.memory.bank import MemoryBank
+from worldstereo.memory.bank import MemoryBank, frame_pngs
 from worldstereo.pipeline.export_worldmirror import FOLDER, worldmirror_files
-from worldstereo.pipeline.media import encode_jpegs
 from worldstereo.pipeline.scene import DEPTH_INFO, EXPORT, INIT, TRAJECTORY, SceneContext, StageResult
 
 OPENCV_TO_OPENGL = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
@@ -97,10 +96,10 @@ def ply_bytes(points: Tensor, colors: Tensor) -> bytes:
                       "blue": rgb[:, 2]}, comment="worldstereo fused cloud")
 
 
-def _bank_views(bank: MemoryBank) -> tuple[Camera, list[str], list[Tensor]]:
+def _bank_views(bank: MemoryBank) -> tuple[Camera, list[str], list[bytes]]:
     frames = bank.frames
-    names = [f"{f.source}_{f.index:03d}.jpg" for f in frames]
-    return Camera.cat([f.camera.to(dtype=torch.float64) for f in frames]), names, [f.image for f in frames]
+    names = [f"{f.source}_{f.index:03d}.png" for f in frames]
+    return Camera.cat([f.camera.to(dtype=torch.float64) for f in frames]), names, frame_pngs(frames)
 
 
 def run_export(ctx: SceneContext, names: list[str]) -> StageResult:
@@ -114,7 +113,7 @@ def run_export(ctx: SceneContext, names: list[str]) -> StageResult:
 
     keys = [put(ctx.states.key("exports", "fused.ply"), ply_bytes(state.cache.points, state.cache.colors))]
     cameras, image_names, images = _bank_views(state.bank)
-    keys += [put(ctx.states.key("exports", "images", n), data) for n, data in zip(image_names, encode_jpegs(images))]
+    keys += [put(ctx.states.key("exports", "images", n), data) for n, data in zip(image_names, images)]
     keys += [put(ctx.states.key("exports", FOLDER, n), data) for n, data in worldmirror_files(state.bank).items()]
     all_cameras = {name: cameras_json(trajectory.cameras, [f"{name}_{i:03d}" for i in range(len(trajectory))])
                    for name, _, trajectory in state.plans}
