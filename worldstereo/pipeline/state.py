@@ -89,20 +89,40 @@ def _camera_from(arrays, prefix: str = "") -> Camera:
 
 
 def _frame_arrays(frames: Sequence[MemoryFrame]) -> dict[str, np.ndarray]:
-    """Each frame's PNG bytes (``png_{i}``) and camera (``camera_{i}_{K,c2w,size}``)."""
-    arrays = {f"png_{i:06d}": np.frombuffer(png, np.uint8) for i, png in enumerate(frame_pngs(frames))}
-    return arrays | {f"camera_{i:06d}_{k}": v for i, f in enumerate(frames) for k, v in _camera_arrays(f.camera).items()}
+    """The frames' PNG bytes end to end (``pngs``, ``png_ends``) and their cameras (``frame_K``, ``frame_c2w``,
+    ``frame_size``), in five arrays."""
+    pngs = frame_pngs(frames)
+    return {"pngs": np.frombuffer(b"".join(pngs), np.uint8),
+            "png_ends": np.cumsum([len(png) for png in pngs], dtype=np.int64),
+            "frame_K": np.array([f.camera.K[0].double().cpu().numpy() for f in frames]).reshape(-1, 3, 3),
+            "frame_c2w": np.array([f.camera.c2w[0].double().cpu().numpy() for f in frames]).reshape(-1, 4, 4),
+            "frame_size": np.array([[f.camera.height, f.camera.width] for f in frames], np.int64).reshape(-1, 2)}
 
 
 def _frames(arrays, listed: list[dict]) -> tuple[MemoryFrame, ...]:
-    """The frames of :func:`_frame_arrays` (or of 8-bit ``image_{i}`` arrays) with their ``source`` and ``index``."""
-    return tuple(MemoryFrame(_pixels(arrays, i), _camera_from(arrays, f"camera_{i:06d}_"), frame["source"],
-                             frame["index"]) for i, frame in enumerate(listed))
+    """The frames of :func:`_frame_arrays` with their ``source`` and ``index`` (older snapshots: one uint8 array
+    ``image_{i}`` and camera ``camera_{i}_*`` per frame)."""
+    if "pngs" not in arrays:
+        return tuple(MemoryFrame(torch.from_numpy(arrays[f"image_{i:06d}"]), _camera_from(arrays, f"camera_{i:06d}_"),
+                                 frame["source"], frame["index"]) for i, frame in enumerate(listed))
+    data, ends = arrays["pngs"].tobytes(), arrays["png_ends"].tolist()
+    K, c2w = torch.from_numpy(arrays["frame_K"]), torch.from_numpy(arrays["frame_c2w"])
+    sizes = arrays["frame_size"].tolist()
+    return tuple(MemoryFrame(data[start:end], Camera(K[i:i + 1], c2w[i:i + 1], *sizes[i]), frame["source"],
+                             frame["index"]) for i, (start, end, frame) in enumerate(zip([0, *ends], ends, listed)))
 
 
-def _pixels(arrays, i: int) -> bytes | Tensor:
-    png = f"png_{i:06d}"
-    return arrays[png].tobytes() if png in arrays else torch.from_numpy(arrays[f"image_{i:06d}"])
+def _apply_deltas(state: SceneState, deltas: list[tuple[dict, np.lib.npyio.NpzFile]]) -> None:
+    """Append the deltas' points (one concatenation) and bank frames, in order, to a full snapshot's state."""
+    cache = state.cache
+
+    def grown(name: str, base: Tensor) -> Tensor:
+        return torch.cat([base, *(torch.from_numpy(arrays[name]).to(base) for _, arrays in deltas)])
+
+    state.cache = Cache3D(grown("points", cache.points), grown("colors", cache.colors), grown("sources", cache.sources),
+                          deltas[-1][0]["names"], cache.voxel_size)
+    added = (frame for meta, arrays in deltas for frame in _frames(arrays, meta["frames"]))
+    state.bank = MemoryBank((*state.bank.frames, *added))
 
 
 class StateStore:
@@ -189,28 +209,25 @@ class StateStore:
         return json.loads(self.store.get_bytes(self.bucket, self.key("state", stage, "state.json")))
 
     def load(self, stage: str) -> SceneState:
-        """The snapshot written by ``save(stage, ...)`` (deltas applied on the snapshots under them)."""
-        meta = self._read_meta(stage)
-        if "base" in meta:
-            state = self.load(meta["base"])
-            self._apply_delta(stage, state, meta)
-        else:
-            state = self._load_full(stage, meta)
-        state.embeddings.update(self._load_embeddings(stage))
+        """The snapshot written by ``save(stage, ...)``: the full snapshot under it with every delta in between
+        applied, the plan (a run trajectory keeps the cameras it was generated at) from ``stage`` itself."""
+        chain = [(stage, self._read_meta(stage))]
+        while "base" in chain[-1][1]:
+            base = chain[-1][1]["base"]
+            chain.append((base, self._read_meta(base)))
+        state = self._load_full(*chain[-1], _plans(chain[0][1]))
+        deltas = [(meta, self._delta(name)) for name, meta in reversed(chain[:-1])]
+        if deltas:
+            _apply_deltas(state, deltas)
+        for name, _ in reversed(chain):
+            state.embeddings.update(self._load_embeddings(name))
         state.base = Loaded(stage, state.cache.points, len(state.bank), frozenset(state.embeddings))
         return state
 
-    def _apply_delta(self, stage: str, state: SceneState, meta: dict) -> None:
-        arrays = np.load(io.BytesIO(self.store.get_bytes(self.bucket, self.key("state", stage, "delta.npz"))))
-        state.plans = _plans(meta)  # a run trajectory keeps the cameras it was generated at
-        cache = state.cache
-        state.cache = Cache3D(torch.cat([cache.points, torch.from_numpy(arrays["points"]).to(cache.points)]),
-                              torch.cat([cache.colors, torch.from_numpy(arrays["colors"]).to(cache.colors)]),
-                              torch.cat([cache.sources, torch.from_numpy(arrays["sources"]).long()]),
-                              meta["names"], cache.voxel_size)
-        state.bank = MemoryBank(state.bank.frames + _frames(arrays, meta["frames"]))
+    def _delta(self, stage: str):
+        return np.load(io.BytesIO(self.store.get_bytes(self.bucket, self.key("state", stage, "delta.npz"))))
 
-    def _load_full(self, stage: str, meta: dict) -> SceneState:
+    def _load_full(self, stage: str, meta: dict, plans: list[tuple[str, int, Trajectory]]) -> SceneState:
         prefix = self.key("state", stage, "cache") + "/"
         with tempfile.TemporaryDirectory() as tmp:
             for entry in self.store.list(self.bucket, prefix):
@@ -223,10 +240,8 @@ class StateStore:
                   torch.from_numpy(arrays[f"{i}_depth"]))
             for i, name in enumerate(meta["starts"])
         ]
-        plans = _plans(meta)
         return SceneState(self.scene_id, meta["kind"], cache, bank, starts, plans, meta["scene_spec"],
                           meta["voxel_size"], meta.get("prompt"))
-
 
     def _load_bank(self, stage: str, meta: dict) -> MemoryBank:
         """The bank of a full snapshot (older ones hold it as a saved :class:`MemoryBank` with 8-bit frames)."""
