@@ -108,39 +108,47 @@ def _bank_views(bank: MemoryBank) -> tuple[Camera, list[str], list[bytes]]:
 
 
 def run_export(ctx: SceneContext, names: list[str]) -> StageResult:
-    """Write every export from the last trajectory's snapshot (made and written on concurrent threads), then the
-    summary and the stage record."""
+    """Write every export from the last trajectory's snapshot, then the summary and the stage record.
+
+    Files are made and written on concurrent threads: the PLY and the COLMAP model (the longest to make) each
+    write as soon as they are made, the rest as they come.
+    """
     started = time.perf_counter()
     state = ctx.states.load(names[-1] if names else INIT)
     cameras, image_names, images = _bank_views(state.bank)
     sample = _subsample(len(state.cache), COLMAP_MAX_POINTS)
+
+    def put(files: dict[str, bytes]) -> list[str]:
+        keys = [ctx.states.key("exports", *path.split("/")) for path in files]
+        for key, data in zip(keys, files.values()):
+            ctx.store.put_bytes(ctx.bucket, key, data)
+        return keys
+
+    def ply() -> dict[str, bytes]:
+        return {"fused.ply": ply_bytes(state.cache.points, state.cache.colors)}
+
+    def colmap() -> dict[str, bytes]:
+        text = colmap_text(cameras, image_names, state.cache.points[sample], state.cache.colors[sample])
+        return {f"colmap/{name}": value.encode() for name, value in text.items()}
+
     with ThreadPoolExecutor(WRITERS, thread_name_prefix="export") as pool:
-        ply = pool.submit(ply_bytes, state.cache.points, state.cache.colors)
-        colmap = pool.submit(colmap_text, cameras, image_names, state.cache.points[sample], state.cache.colors[sample])
-        writes = []
-
-        def put(key: str, data: bytes) -> str:
-            writes.append(pool.submit(ctx.store.put_bytes, ctx.bucket, key, data))
-            return key
-
-        keys = [put(ctx.states.key("exports", "images", n), data) for n, data in zip(image_names, images)]
-        keys += [put(ctx.states.key("exports", FOLDER, n), data) for n, data in worldmirror_files(state.bank).items()]
+        writes = [pool.submit(lambda make: put(make()), make) for make in (ply, colmap)]
+        files = {f"images/{n}": data for n, data in zip(image_names, images)}
+        files |= {f"{FOLDER}/{n}": data for n, data in worldmirror_files(state.bank).items()}
         all_cameras = {name: cameras_json(trajectory.cameras, [f"{name}_{i:03d}" for i in range(len(trajectory))])
                        for name, _, trajectory in state.plans}
-        keys.append(put(ctx.states.key("exports", "cameras.json"), json.dumps(all_cameras).encode()))
+        files["cameras.json"] = json.dumps(all_cameras).encode()
         transforms = nerfstudio_transforms(cameras, [f"images/{n}" for n in image_names], "fused.ply")
-        keys.append(put(ctx.states.key("exports", "transforms.json"), json.dumps(transforms, indent=1).encode()))
-        keys.insert(0, put(ctx.states.key("exports", "fused.ply"), ply.result()))
-        keys += [put(ctx.states.key("exports", "colmap", n), text.encode()) for n, text in colmap.result().items()]
-        for write in writes:
-            write.result()
+        files["transforms.json"] = json.dumps(transforms, indent=1).encode()
+        writes += [pool.submit(put, {path: data}) for path, data in files.items()]
+        keys = [key for write in writes for key in write.result()]
     records = {r.trajectory or r.stage: r for r in ctx.records.records(ctx.scene_id)}
-    extent = state.cache.points.amax(0) - state.cache.points.amin(0)
+    low, high = torch.aminmax(state.cache.points, dim=0)
     summary = {
         "scene_id": ctx.scene_id,
         "kind": state.kind,
         "fused_points": len(state.cache),
-        "extent": float(extent.norm()),
+        "extent": float((high - low).norm()),
         "voxel_size": state.voxel_size,
         "up": world_up(state).tolist(),
         "bank_frames": len(state.bank),
