@@ -2,7 +2,7 @@
 eighth of Pillow's time at its fastest level, for the same size), and the exact inverse for the PNGs written here.
 
 Any PNG reader decodes these files; :func:`decode_png` reads only them (one ``IDAT`` chunk, filter type 2 on every
-row), which makes it a zlib inflate and a running sum down the rows.
+row), which makes it an inflate and a running sum down the rows.
 """
 
 from __future__ import annotations
@@ -63,12 +63,12 @@ def decode_png(data: bytes) -> Tensor:
     if depth != 8 or channels is None or interlace or bytes(view[37:41]) != b"IDAT" \
             or bytes(view[41 + size + 8:41 + size + 12]) != b"IEND":
         raise InvalidInputError("not a PNG of this codec (8-bit, one IDAT chunk)")
-    filtered = np.frombuffer(isal_zlib.decompress(view[41:41 + size]), np.uint8)
-    filtered = filtered.reshape(height, width * channels + 1)
+    filtered = torch.frombuffer(bytearray(isal_zlib.decompress(view[41:41 + size])), dtype=torch.uint8)
+    filtered = filtered.view(height, width * channels + 1)
     if (filtered[:, 0] != _UP).any():
         raise InvalidInputError("not a PNG of this codec (Up filter on every row)")
-    rows = np.cumsum(filtered[:, 1:], axis=0, dtype=np.uint8)  # Recon(x) = Filt(x) + Recon(above), mod 256
-    return torch.from_numpy(rows.reshape(height, width, channels))
+    rows = filtered[:, 1:].cumsum(0, dtype=torch.uint8)  # Recon(x) = Filt(x) + Recon(above), mod 256
+    return rows.view(height, width, channels)
 
 
 def in_threads(function: Callable[[T], R], items: Iterable[T]) -> list[R]:
