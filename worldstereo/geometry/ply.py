@@ -25,10 +25,13 @@ def ply_bytes(columns: dict[str, np.ndarray], comment: str | None = None) -> byt
     header = ["ply", "format binary_little_endian 1.0"] + ([f"comment {comment}"] if comment else [])
     header += [f"element vertex {count}"]
     header += [f"property {_TYPES[dtype[name].str[1:]]} {name}" for name in dtype.names] + ["end_header", ""]
-    rows = np.empty(count, dtype=dtype)
+    head = np.frombuffer("\n".join(header).encode("ascii"), np.uint8)
+    data = np.empty(len(head) + count * dtype.itemsize, np.uint8)
+    data[:len(head)] = head
+    rows = data[len(head):].view(dtype)
     for name, values in columns.items():
         rows[name] = values
-    return "\n".join(header).encode("ascii") + rows.tobytes()
+    return data.tobytes()
 
 
 def read_ply(data: bytes | memoryview) -> dict[str, np.ndarray]:

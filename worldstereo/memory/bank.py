@@ -8,6 +8,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from torch import Tensor
 
 from worldstereo.errors import InvalidInputError
 from worldstereo.geometry.camera import Camera
+from worldstereo.png import decode_png, encode_png, in_threads, quantize
 
 _FORMAT = "worldstereo.memory_bank/1"
 _ARRAYS = "memory_bank.npz"
@@ -35,12 +37,39 @@ def released_bank_indices(num_frames: int, count: int) -> list[int]:
 
 @dataclass(frozen=True)
 class MemoryFrame:
-    """One stored frame: ``image`` ``[H,W,3]``, its ``camera`` (one camera), where it came from and its frame index there."""
+    """One stored frame: its ``pixels`` ``[H,W,3]``, its ``camera`` (one camera), where it came from and its frame
+    index there.
 
-    image: Tensor
+    ``pixels`` are floats in [0, 1], or 8-bit values as a uint8 tensor or as PNG bytes (frames read back from a
+    snapshot): :attr:`image` decodes and scales those on first use, :attr:`png` passes PNG bytes through.
+    """
+
+    pixels: Tensor | bytes
     camera: Camera
     source: str
     index: int
+
+    @cached_property
+    def image(self) -> Tensor:
+        """``[H,W,3]`` floats in [0, 1]."""
+        pixels = self.decoded()
+        return pixels.float() / 255 if pixels.dtype == torch.uint8 else pixels
+
+    def decoded(self) -> Tensor:
+        """``pixels`` as a tensor: the floats, or the 8-bit values (PNG bytes decoded)."""
+        return decode_png(self.pixels) if isinstance(self.pixels, bytes) else self.pixels
+
+    @property
+    def png(self) -> bytes:
+        """The frame as PNG bytes: the stored ones, else its 8-bit values (floats rounded) encoded."""
+        if isinstance(self.pixels, bytes):
+            return self.pixels
+        return encode_png(self.pixels if self.pixels.dtype == torch.uint8 else quantize(self.pixels))
+
+
+def frame_pngs(frames: Sequence[MemoryFrame]) -> list[bytes]:
+    """:attr:`MemoryFrame.png` of every frame, encoded on concurrent threads."""
+    return in_threads(lambda frame: frame.png, frames)
 
 
 class MemoryBank:
@@ -128,7 +157,7 @@ class MemoryBank:
             return cls._from_parts(parts, json.loads(parts.pop("manifest").tobytes().decode()))
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        arrays = {f"image_{i:06d}": f.image.detach().cpu().numpy() for i, f in enumerate(self._frames)}
+        arrays = {f"image_{i:06d}": f.decoded().detach().cpu().numpy() for i, f in enumerate(self._frames)}
         if self._frames:
             arrays["K"] = torch.cat([f.camera.K for f in self._frames]).detach().cpu().numpy()
             arrays["c2w"] = torch.cat([f.camera.c2w for f in self._frames]).detach().cpu().numpy()

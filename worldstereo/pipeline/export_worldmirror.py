@@ -13,8 +13,7 @@ import json
 import torch
 
 from worldstereo.errors import InvalidInputError
-from worldstereo.memory.bank import MemoryBank
-from worldstereo.pipeline.media import encode_pngs
+from worldstereo.memory.bank import MemoryBank, frame_pngs
 
 FOLDER = "world_mirror"
 
@@ -28,8 +27,7 @@ def worldmirror_files(bank: MemoryBank) -> dict[str, bytes]:
     ids = camera_ids(bank)
     if len(set(ids)) != len(ids):
         raise InvalidInputError("memory-bank frames must have distinct (source, frame) pairs")
-    pngs = encode_pngs([frame.image for frame in bank.frames])
-    files = {f"images/{cid}.png": png for cid, png in zip(ids, pngs)}
+    files = {f"images/{cid}.png": png for cid, png in zip(ids, frame_pngs(bank.frames))}
     cameras = {
         "num_cameras": len(ids),
         "extrinsics": [{"camera_id": cid, "matrix": f.camera.c2w[0].double().tolist()} for cid, f in zip(ids, bank.frames)],

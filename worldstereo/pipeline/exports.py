@@ -1,5 +1,5 @@
 """Scene exports: fused PLY, cameras JSON (OpenCV w2c + K), nerfstudio ``transforms.json``, a COLMAP text
-model, the memory-bank keyframes as JPEG, and a summary JSON."""
+model, the memory-bank keyframes as PNG (the snapshots' bytes), and a summary JSON."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from torch import Tensor
 from worldstereo.geometry.camera import Camera
 from worldstereo.geometry.ply import ply_bytes as write_ply
 from worldstereo.geometry.rotations import rotation_to_quaternion
-from worldstereo.memory.bank import MemoryBank
+from worldstereo.memory.bank import MemoryBank, frame_pngs
 from worldstereo.pipeline.export_worldmirror import FOLDER, worldmirror_files
-from worldstereo.pipeline.media import encode_jpegs
 from worldstereo.pipeline.scene import DEPTH_INFO, EXPORT, INIT, TRAJECTORY, SceneContext, StageResult
 
 OPENCV_TO_OPENGL = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
 COLMAP_MAX_POINTS = 500_000
+WRITERS = 8  # concurrent puts of the export: a local one waits on its fsync, an S3 one on its round trip
 POINTS3D_HEADER = ("# 3D point list with one line of data per point:",
                    "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)")
 
@@ -91,46 +91,64 @@ def points3d_rows(points: Tensor, colors: Tensor, parts: int = 2) -> str:
 
 def ply_bytes(points: Tensor, colors: Tensor) -> bytes:
     """Binary PLY of a coloured point cloud: double ``x y z``, uchar ``red green blue`` (Open3D's layout)."""
-    xyz = points.detach().to("cpu", torch.float64).numpy()
-    rgb = np.floor(colors.detach().to("cpu", torch.float64).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+    xyz = points.detach().cpu().numpy().astype(np.float64, copy=False)
+    rgb = colors.detach().cpu().numpy().astype(np.float64)  # a copy, scaled in place (exactly: 8 + 24 bits)
+    np.clip(rgb, 0, 1, out=rgb)
+    rgb *= 255.0
+    rgb += 0.5
+    rgb = np.floor(rgb, out=rgb).astype(np.uint8)
     return write_ply({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], "red": rgb[:, 0], "green": rgb[:, 1],
                       "blue": rgb[:, 2]}, comment="worldstereo fused cloud")
 
 
-def _bank_views(bank: MemoryBank) -> tuple[Camera, list[str], list[Tensor]]:
+def _bank_views(bank: MemoryBank) -> tuple[Camera, list[str], list[bytes]]:
     frames = bank.frames
-    names = [f"{f.source}_{f.index:03d}.jpg" for f in frames]
-    return Camera.cat([f.camera.to(dtype=torch.float64) for f in frames]), names, [f.image for f in frames]
+    names = [f"{f.source}_{f.index:03d}.png" for f in frames]
+    return Camera.cat([f.camera.to(dtype=torch.float64) for f in frames]), names, frame_pngs(frames)
 
 
 def run_export(ctx: SceneContext, names: list[str]) -> StageResult:
-    """Write every export from the last trajectory's snapshot, then the stage record."""
+    """Write every export from the last trajectory's snapshot, then the summary and the stage record.
+
+    Files are made and written on concurrent threads: the PLY and the COLMAP model (the longest to make) each
+    write as soon as they are made, the rest as they come.
+    """
     started = time.perf_counter()
     state = ctx.states.load(names[-1] if names else INIT)
-
-    def put(key: str, data: bytes) -> str:
-        ctx.store.put_bytes(ctx.bucket, key, data)
-        return key
-
-    keys = [put(ctx.states.key("exports", "fused.ply"), ply_bytes(state.cache.points, state.cache.colors))]
     cameras, image_names, images = _bank_views(state.bank)
-    keys += [put(ctx.states.key("exports", "images", n), data) for n, data in zip(image_names, encode_jpegs(images))]
-    keys += [put(ctx.states.key("exports", FOLDER, n), data) for n, data in worldmirror_files(state.bank).items()]
-    all_cameras = {name: cameras_json(trajectory.cameras, [f"{name}_{i:03d}" for i in range(len(trajectory))])
-                   for name, _, trajectory in state.plans}
-    keys.append(put(ctx.states.key("exports", "cameras.json"), json.dumps(all_cameras).encode()))
-    transforms = nerfstudio_transforms(cameras, [f"images/{n}" for n in image_names], "fused.ply")
-    keys.append(put(ctx.states.key("exports", "transforms.json"), json.dumps(transforms, indent=1).encode()))
     sample = _subsample(len(state.cache), COLMAP_MAX_POINTS)
-    colmap = colmap_text(cameras, image_names, state.cache.points[sample], state.cache.colors[sample])
-    keys += [put(ctx.states.key("exports", "colmap", n), text.encode()) for n, text in colmap.items()]
+
+    def put(files: dict[str, bytes]) -> list[str]:
+        keys = [ctx.states.key("exports", *path.split("/")) for path in files]
+        for key, data in zip(keys, files.values()):
+            ctx.store.put_bytes(ctx.bucket, key, data)
+        return keys
+
+    def ply() -> dict[str, bytes]:
+        return {"fused.ply": ply_bytes(state.cache.points, state.cache.colors)}
+
+    def colmap() -> dict[str, bytes]:
+        text = colmap_text(cameras, image_names, state.cache.points[sample], state.cache.colors[sample])
+        return {f"colmap/{name}": value.encode() for name, value in text.items()}
+
+    with ThreadPoolExecutor(WRITERS, thread_name_prefix="export") as pool:
+        writes = [pool.submit(lambda make: put(make()), make) for make in (ply, colmap)]
+        files = {f"images/{n}": data for n, data in zip(image_names, images)}
+        files |= {f"{FOLDER}/{n}": data for n, data in worldmirror_files(state.bank).items()}
+        all_cameras = {name: cameras_json(trajectory.cameras, [f"{name}_{i:03d}" for i in range(len(trajectory))])
+                       for name, _, trajectory in state.plans}
+        files["cameras.json"] = json.dumps(all_cameras).encode()
+        transforms = nerfstudio_transforms(cameras, [f"images/{n}" for n in image_names], "fused.ply")
+        files["transforms.json"] = json.dumps(transforms, indent=1).encode()
+        writes += [pool.submit(put, {path: data}) for path, data in files.items()]
+        keys = [key for write in writes for key in write.result()]
     records = {r.trajectory or r.stage: r for r in ctx.records.records(ctx.scene_id)}
-    extent = state.cache.points.amax(0) - state.cache.points.amin(0)
+    low, high = torch.aminmax(state.cache.points, dim=0)
     summary = {
         "scene_id": ctx.scene_id,
         "kind": state.kind,
         "fused_points": len(state.cache),
-        "extent": float(extent.norm()),
+        "extent": float((high - low).norm()),
         "voxel_size": state.voxel_size,
         "up": world_up(state).tolist(),
         "bank_frames": len(state.bank),
@@ -141,7 +159,8 @@ def run_export(ctx: SceneContext, names: list[str]) -> StageResult:
         "duration_s": sum(r.duration_s for r in records.values() if r.stage in (INIT, TRAJECTORY)),
         "outputs": sorted(keys),
     }
-    keys.append(put(ctx.states.key("summary.json"), json.dumps(summary, indent=2).encode()))
+    keys.append(ctx.states.key("summary.json"))
+    ctx.store.put_bytes(ctx.bucket, keys[-1], json.dumps(summary, indent=2).encode())
     result = StageResult(tuple(keys), {"fused_points": float(len(state.cache))})
     ctx.finish(EXPORT, None, started, result)
     return result

@@ -1,4 +1,4 @@
-"""Encoding frames as MP4 / JPEG / PNG bytes, in the background when the caller has other work to do."""
+"""Encoding frames as MP4 / JPEG bytes, videos in the background while the caller does other work."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import imageio.v3 as iio
 import numpy as np
-import torch
 from torch import Tensor
+
+from worldstereo.png import quantize
 
 VIDEO_PRESET = "veryfast"
 """libx264 preset: half the encoder time of ``medium`` for about a fifth more bytes at the same quality."""
@@ -17,7 +18,7 @@ _ENCODERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="encode")
 
 def to_uint8(frames: Tensor) -> np.ndarray:
     """``[...,H,W,3]`` floats in [0,1] → uint8 array."""
-    return (frames.detach().float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+    return quantize(frames).numpy()
 
 
 def encode_video(frames: Tensor, fps: int) -> bytes:
@@ -34,15 +35,3 @@ def encode_video_later(frames: Tensor, fps: int) -> Future[bytes]:
 def encode_jpeg(image: Tensor, quality: int = 92) -> bytes:
     """JPEG of one ``[H,W,3]`` image in [0,1]."""
     return iio.imwrite("<bytes>", to_uint8(image), extension=".jpg", quality=quality)
-
-
-def encode_jpegs(images: list[Tensor], quality: int = 92) -> list[bytes]:
-    """:func:`encode_jpeg` of every image, on the background threads (the encoder releases the GIL)."""
-    return list(_ENCODERS.map(lambda image: encode_jpeg(image, quality), images))
-
-
-def encode_pngs(images: list[Tensor]) -> list[bytes]:
-    """Lossless PNG of every ``[H,W,3]`` image in [0,1], on the background threads (fast deflate level 1: about
-    a third of the default level's time for a few per cent more bytes)."""
-    return list(_ENCODERS.map(lambda image: iio.imwrite("<bytes>", to_uint8(image), extension=".png",
-                                                       compress_level=1), images))

@@ -4,8 +4,9 @@ A snapshot is written after every stage under ``outputs/state/{stage}/`` so that
 from the last finished stage with the cache and memory bank exactly as they were. Init writes the whole
 state; a later stage writes only what it added (the cache only grows: a merge keeps every existing point in
 order and appends the new ones; the memory bank only appends), on top of the snapshot it started from. Bank
-frames are stored as 8-bit images, and every stage reads them back that way, so a resumed scene computes
-exactly what an undisturbed one does. A scene's snapshots together hold its final state once.
+frames are stored as 8-bit PNG bytes, and every stage reads them back that way (decoding a frame only when it
+is used), so a resumed scene computes exactly what an undisturbed one does. A scene's snapshots together hold
+its final state once. Snapshots holding bank frames as uint8 arrays (``image_*``) still load.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import io
 import json
 import tempfile
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ from torch import Tensor
 
 from worldstereo.geometry.camera import Camera
 from worldstereo.geometry.trajectory import Trajectory, load_trajectory_json, trajectory_to_json
-from worldstereo.memory.bank import MemoryBank, MemoryFrame
+from worldstereo.memory.bank import MemoryBank, MemoryFrame, frame_pngs
 from worldstereo.memory.cache import Cache3D
 from worldstereo.storage.base import ObjectStore
 from worldstereo.storage.keys import output_key
@@ -69,21 +71,6 @@ def _plans(meta: dict) -> list[tuple[str, int, Trajectory]]:
     return [(p["name"], p["start"], load_trajectory_json(p["trajectory"])) for p in meta["plans"]]
 
 
-def _to_uint8(image: Tensor) -> np.ndarray:
-    return (image.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-
-
-def _quantized(bank: MemoryBank) -> MemoryBank:
-    """The bank with 8-bit frames (what snapshots store)."""
-    return MemoryBank(tuple(replace(f, image=torch.from_numpy(_to_uint8(f.image))) for f in bank.frames))
-
-
-def _dequantized(bank: MemoryBank) -> MemoryBank:
-    """Frames in [0, 1] again (float32) from a bank read back with 8-bit frames."""
-    return MemoryBank(tuple(replace(f, image=f.image.float() / 255) if f.image.dtype == torch.uint8 else f
-                            for f in bank.frames))
-
-
 def _npz(**arrays: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -99,6 +86,43 @@ def _camera_from(arrays, prefix: str = "") -> Camera:
     size = arrays[f"{prefix}size"]
     return Camera(torch.from_numpy(arrays[f"{prefix}K"]), torch.from_numpy(arrays[f"{prefix}c2w"]),
                   int(size[0]), int(size[1]))
+
+
+def _frame_arrays(frames: Sequence[MemoryFrame]) -> dict[str, np.ndarray]:
+    """The frames' PNG bytes end to end (``pngs``, ``png_ends``) and their cameras (``frame_K``, ``frame_c2w``,
+    ``frame_size``), in five arrays."""
+    pngs = frame_pngs(frames)
+    return {"pngs": np.frombuffer(b"".join(pngs), np.uint8),
+            "png_ends": np.cumsum([len(png) for png in pngs], dtype=np.int64),
+            "frame_K": np.array([f.camera.K[0].double().cpu().numpy() for f in frames]).reshape(-1, 3, 3),
+            "frame_c2w": np.array([f.camera.c2w[0].double().cpu().numpy() for f in frames]).reshape(-1, 4, 4),
+            "frame_size": np.array([[f.camera.height, f.camera.width] for f in frames], np.int64).reshape(-1, 2)}
+
+
+def _frames(arrays, listed: list[dict]) -> tuple[MemoryFrame, ...]:
+    """The frames of :func:`_frame_arrays` with their ``source`` and ``index`` (older snapshots: one uint8 array
+    ``image_{i}`` and camera ``camera_{i}_*`` per frame)."""
+    if "pngs" not in arrays:
+        return tuple(MemoryFrame(torch.from_numpy(arrays[f"image_{i:06d}"]), _camera_from(arrays, f"camera_{i:06d}_"),
+                                 frame["source"], frame["index"]) for i, frame in enumerate(listed))
+    data, ends = arrays["pngs"].tobytes(), arrays["png_ends"].tolist()
+    K, c2w = torch.from_numpy(arrays["frame_K"]), torch.from_numpy(arrays["frame_c2w"])
+    sizes = arrays["frame_size"].tolist()
+    return tuple(MemoryFrame(data[start:end], Camera(K[i:i + 1], c2w[i:i + 1], *sizes[i]), frame["source"],
+                             frame["index"]) for i, (start, end, frame) in enumerate(zip([0, *ends], ends, listed)))
+
+
+def _apply_deltas(state: SceneState, deltas: list[tuple[dict, np.lib.npyio.NpzFile]]) -> None:
+    """Append the deltas' points (one concatenation) and bank frames, in order, to a full snapshot's state."""
+    cache = state.cache
+
+    def grown(name: str, base: Tensor) -> Tensor:
+        return torch.cat([base, *(torch.from_numpy(arrays[name]).to(base) for _, arrays in deltas)])
+
+    state.cache = Cache3D(grown("points", cache.points), grown("colors", cache.colors), grown("sources", cache.sources),
+                          deltas[-1][0]["names"], cache.voxel_size)
+    added = (frame for meta, arrays in deltas for frame in _frames(arrays, meta["frames"]))
+    state.bank = MemoryBank((*state.bank.frames, *added))
 
 
 class StateStore:
@@ -124,14 +148,11 @@ class StateStore:
         frames = state.bank.frames[base.bank_frames:]
         arrays = {"points": cache.points[start:].cpu().numpy(), "colors": cache.colors[start:].float().cpu().numpy(),
                   "sources": cache.sources[start:].to(torch.int32).cpu().numpy()}
-        arrays |= {f"image_{i:06d}": _to_uint8(f.image) for i, f in enumerate(frames)}
-        arrays |= {f"camera_{i:06d}_{k}": v for i, f in enumerate(frames) for k, v in _camera_arrays(f.camera).items()}
         keys = [self.key("state", stage, "delta.npz")]
-        self.store.put_bytes(self.bucket, keys[0], _npz(**arrays))
+        self.store.put_bytes(self.bucket, keys[0], _npz(**arrays, **_frame_arrays(frames)))
         keys += self._save_embeddings(stage, state, base.embeddings)
         keys.append(self.key("state", stage, "state.json"))
-        meta = self._meta(state) | {"base": base.stage, "names": cache.names,
-                                    "frames": [{"source": f.source, "index": f.index} for f in frames]}
+        meta = self._meta(state, frames) | {"base": base.stage, "names": cache.names}
         self.store.put_bytes(self.bucket, keys[-1], json.dumps(meta).encode())
         return keys
 
@@ -151,11 +172,13 @@ class StateStore:
         saved = np.load(io.BytesIO(self.store.get_bytes(self.bucket, key)))
         return {name: torch.from_numpy(saved[name]) for name in saved.files}
 
-    def _meta(self, state: SceneState) -> dict:
+    def _meta(self, state: SceneState, frames: Sequence[MemoryFrame]) -> dict:
+        """The state's small fields, and the source and index of the bank ``frames`` the snapshot holds."""
         return {"kind": state.kind, "scene_spec": state.scene_spec, "voxel_size": state.voxel_size,
                 "prompt": state.prompt,
                 "starts": [s.name for s in state.starts],
-                "plans": [{"name": n, "start": i, "trajectory": trajectory_to_json(t)} for n, i, t in state.plans]}
+                "plans": [{"name": n, "start": i, "trajectory": trajectory_to_json(t)} for n, i, t in state.plans],
+                "frames": [{"source": f.source, "index": f.index} for f in frames]}
 
     def _save_full(self, stage: str, state: SceneState) -> list[str]:
         keys = []
@@ -165,7 +188,7 @@ class StateStore:
                 keys.append(self.key("state", stage, "cache", path.name))
                 self.store.put_file(self.bucket, keys[-1], path)
         keys.append(self.key("state", stage, "bank.npz"))
-        self.store.put_bytes(self.bucket, keys[-1], _quantized(state.bank).to_bytes())
+        self.store.put_bytes(self.bucket, keys[-1], _npz(**_frame_arrays(state.bank.frames)))
         starts = {}
         for i, start in enumerate(state.starts):
             starts.update({f"{i}_image": start.image.cpu().numpy(), f"{i}_depth": start.depth.cpu().numpy()})
@@ -173,7 +196,7 @@ class StateStore:
         keys.append(self.key("state", stage, "starts.npz"))
         self.store.put_bytes(self.bucket, keys[-1], _npz(**starts))
         keys += self._save_embeddings(stage, state, frozenset())
-        meta = self._meta(state)
+        meta = self._meta(state, state.bank.frames)
         keys.append(self.key("state", stage, "state.json"))
         self.store.put_bytes(self.bucket, keys[-1], json.dumps(meta).encode())
         return keys
@@ -186,44 +209,43 @@ class StateStore:
         return json.loads(self.store.get_bytes(self.bucket, self.key("state", stage, "state.json")))
 
     def load(self, stage: str) -> SceneState:
-        """The snapshot written by ``save(stage, ...)`` (deltas applied on the snapshots under them)."""
-        meta = self._read_meta(stage)
-        if "base" in meta:
-            state = self.load(meta["base"])
-            self._apply_delta(stage, state, meta)
-        else:
-            state = self._load_full(stage, meta)
-        state.embeddings.update(self._load_embeddings(stage))
+        """The snapshot written by ``save(stage, ...)``: the full snapshot under it with every delta in between
+        applied, the plan (a run trajectory keeps the cameras it was generated at) from ``stage`` itself."""
+        chain = [(stage, self._read_meta(stage))]
+        while "base" in chain[-1][1]:
+            base = chain[-1][1]["base"]
+            chain.append((base, self._read_meta(base)))
+        state = self._load_full(*chain[-1], _plans(chain[0][1]))
+        deltas = [(meta, self._delta(name)) for name, meta in reversed(chain[:-1])]
+        if deltas:
+            _apply_deltas(state, deltas)
+        for name, _ in reversed(chain):
+            state.embeddings.update(self._load_embeddings(name))
         state.base = Loaded(stage, state.cache.points, len(state.bank), frozenset(state.embeddings))
         return state
 
-    def _apply_delta(self, stage: str, state: SceneState, meta: dict) -> None:
-        arrays = np.load(io.BytesIO(self.store.get_bytes(self.bucket, self.key("state", stage, "delta.npz"))))
-        state.plans = _plans(meta)  # a run trajectory keeps the cameras it was generated at
-        cache = state.cache
-        state.cache = Cache3D(torch.cat([cache.points, torch.from_numpy(arrays["points"]).to(cache.points)]),
-                              torch.cat([cache.colors, torch.from_numpy(arrays["colors"]).to(cache.colors)]),
-                              torch.cat([cache.sources, torch.from_numpy(arrays["sources"]).long()]),
-                              meta["names"], cache.voxel_size)
-        added = tuple(MemoryFrame(torch.from_numpy(arrays[f"image_{i:06d}"]).float() / 255,
-                                  _camera_from(arrays, f"camera_{i:06d}_"), frame["source"], frame["index"])
-                      for i, frame in enumerate(meta["frames"]))
-        state.bank = MemoryBank(state.bank.frames + added)
+    def _delta(self, stage: str):
+        return np.load(io.BytesIO(self.store.get_bytes(self.bucket, self.key("state", stage, "delta.npz"))))
 
-    def _load_full(self, stage: str, meta: dict) -> SceneState:
+    def _load_full(self, stage: str, meta: dict, plans: list[tuple[str, int, Trajectory]]) -> SceneState:
         prefix = self.key("state", stage, "cache") + "/"
         with tempfile.TemporaryDirectory() as tmp:
             for entry in self.store.list(self.bucket, prefix):
                 self.store.get_file(self.bucket, entry.key, Path(tmp) / entry.key[len(prefix):])
             cache = Cache3D.load(Path(tmp))
-        bank = _dequantized(MemoryBank.from_bytes(self.store.get_bytes(self.bucket, self.key("state", stage, "bank.npz"))))
+        bank = self._load_bank(stage, meta)
         arrays = np.load(io.BytesIO(self.store.get_bytes(self.bucket, self.key("state", stage, "starts.npz"))))
         starts = [
             Start(name, torch.from_numpy(arrays[f"{i}_image"]), _camera_from(arrays, f"{i}_"),
                   torch.from_numpy(arrays[f"{i}_depth"]))
             for i, name in enumerate(meta["starts"])
         ]
-        plans = _plans(meta)
         return SceneState(self.scene_id, meta["kind"], cache, bank, starts, plans, meta["scene_spec"],
                           meta["voxel_size"], meta.get("prompt"))
 
+    def _load_bank(self, stage: str, meta: dict) -> MemoryBank:
+        """The bank of a full snapshot (older ones hold it as a saved :class:`MemoryBank` with 8-bit frames)."""
+        data = self.store.get_bytes(self.bucket, self.key("state", stage, "bank.npz"))
+        if "frames" not in meta:
+            return MemoryBank.from_bytes(data)
+        return MemoryBank(_frames(np.load(io.BytesIO(data)), meta["frames"]))
