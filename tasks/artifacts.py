@@ -25,8 +25,9 @@ def _artifact_key(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower())
 
 
-def _data_uri(jpeg: bytes) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+def _data_uri(image: bytes) -> str:
+    kind = "png" if image.startswith(b"\x89PNG") else "jpeg"
+    return f"data:image/{kind};base64," + base64.b64encode(image).decode()
 
 
 def scene_markdown(settings: Settings, scene_id: str) -> str:

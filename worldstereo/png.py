@@ -34,7 +34,7 @@ R = TypeVar("R")
 
 def quantize(image: Tensor) -> Tensor:
     """``[...,C]`` floats in [0, 1] -> uint8 (``round(255 x)``), on the CPU."""
-    return (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    return image.detach().float().mul(255).clamp_(0, 255).round_().to(torch.uint8).cpu()  # one float temporary
 
 
 def encode_png(pixels: Tensor | np.ndarray) -> bytes:
