@@ -180,6 +180,9 @@ class Settings(BaseSettings):
     resolution_scale: float = Field(default=1.0, gt=0.0, le=2.0)
     default_fov_deg: float = 60.0
     video_fps: int = 16
+    # libx264 preset of the trajectory videos: ultrafast takes about half the encoder CPU of veryfast (which
+    # the encodes share with the next steps) for 2-4x the bytes, still far below a trajectory's snapshot
+    video_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "ultrafast"
     max_input_pixels: int = 64_000_000
     seed: int = 0
 

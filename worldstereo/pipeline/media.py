@@ -10,9 +10,6 @@ from torch import Tensor
 
 from worldstereo.png import quantize
 
-VIDEO_PRESET = "veryfast"
-"""libx264 preset: half the encoder time of ``medium`` for about a fifth more bytes at the same quality."""
-
 _ENCODERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="encode")
 
 
@@ -21,15 +18,15 @@ def to_uint8(frames: Tensor) -> np.ndarray:
     return quantize(frames).numpy()
 
 
-def encode_video(frames: Tensor, fps: int) -> bytes:
-    """H.264 MP4 of ``[N,H,W,3]`` frames in [0,1] (sizes padded to even by the encoder's macro-block rule)."""
+def encode_video(frames: Tensor, fps: int, preset: str) -> bytes:
+    """H.264 MP4 of ``[N,H,W,3]`` frames in [0,1] with libx264 ``preset`` (sizes padded to even by the macro-block rule)."""
     return iio.imwrite("<bytes>", to_uint8(frames), extension=".mp4", fps=fps, codec="libx264",
-                       macro_block_size=2, output_params=["-preset", VIDEO_PRESET])
+                       macro_block_size=2, output_params=["-preset", preset])
 
 
-def encode_video_later(frames: Tensor, fps: int) -> Future[bytes]:
+def encode_video_later(frames: Tensor, fps: int, preset: str) -> Future[bytes]:
     """:func:`encode_video` on a background thread (ffmpeg runs in its own process); ``frames`` must not change."""
-    return _ENCODERS.submit(encode_video, frames, fps)
+    return _ENCODERS.submit(encode_video, frames, fps, preset)
 
 
 def encode_jpeg(image: Tensor, quality: int = 92) -> bytes:

@@ -218,13 +218,13 @@ def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, recons
     plan = next(i for i, p in enumerate(state.plans) if p[0] == name)
     planned = len(state.plans[plan][2])
     request = build_request(ctx, state, name, (clip_fn or (lambda n: clip_length(ctx.settings, n)))(planned))
-    fps = ctx.settings.video_fps
-    encodes = [encode_video_later(request.ggm.rgb, fps)]  # both encodes overlap the steps that follow
+    mp4 = (ctx.settings.video_fps, ctx.settings.video_preset)
+    encodes = [encode_video_later(request.ggm.rgb, *mp4)]  # both encodes overlap the steps that follow
     with step("generate"):
         video = generate_fn(request)
     if len(video.frames) != len(request.cameras):
         raise ConfigurationError(f"the generator made {len(video.frames)} frames for a clip of {len(request.cameras)}")
-    encodes.insert(0, encode_video_later(video.frames, fps))
+    encodes.insert(0, encode_video_later(video.frames, *mp4))
     state.embeddings.update(video.embeddings)
     with step("reconstruct"):
         recon = reconstruct_fn(video, request)
