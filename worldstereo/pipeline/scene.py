@@ -234,8 +234,10 @@ def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, recons
         anchors = (None, None)
         if recon.frame == "relative":
             anchors = overlap_correspondences(state.cache, points, recon.cameras[keyframes], valid)
-        report = state.cache.update(points[valid], colors[valid].float(), name, anchor_src=anchors[0],
-                                    anchor_dst=anchors[1], align="none" if recon.frame == "world" else "robust")
+        pixels = valid.flatten().nonzero().squeeze(1)  # one index for both gathers
+        report = state.cache.update(points.reshape(-1, 3)[pixels], colors.reshape(-1, 3)[pixels].float(), name,
+                                    anchor_src=anchors[0], anchor_dst=anchors[1],
+                                    align="none" if recon.frame == "world" else "robust")
     with step("bank_update"):
         state.bank.add(video.frames.cpu(), request.cameras.to("cpu"), name,
                        frames=bank_frames(ctx.settings, len(video.frames)))
