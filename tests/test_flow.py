@@ -461,3 +461,12 @@ def test_flow_processes_share_one_set_of_model_pools(batch: Batch) -> None:
     theirs = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parent, env=env, check=True,
                             capture_output=True, text=True, timeout=300).stdout
     assert json.loads(theirs.strip().splitlines()[-1]) == mine
+
+
+def test_release_pools_stops_every_model_actor(batch: Batch) -> None:
+    from tasks.ray_pools import NAMESPACE, release_all_pools
+
+    running = sum(len(actors) for actors in ray_pools.get_pools(batch.settings).handles.actors.values())
+    assert release_all_pools(batch.settings.ray) >= running >= 3
+    assert [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == NAMESPACE] == []
+    assert ray_pools._pools == {}
