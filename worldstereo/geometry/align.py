@@ -174,9 +174,11 @@ def icp_refine(
 
 
 def rotation_angle_deg(R1: Tensor, R2: Tensor) -> Tensor:
-    """Angle in degrees of the relative rotation ``R1 R2ᵀ``, batched over leading dims."""
-    cos = ((R1 @ R2.transpose(-1, -2)).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
-    return torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0)))
+    """Angle in degrees of the relative rotation ``R1 R2ᵀ``, batched over leading dims (atan2, so exact near 0)."""
+    R = R1 @ R2.transpose(-1, -2)
+    cos = (R.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2  # Rodrigues: tr R = 1 + 2 cos θ
+    skew = torch.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1)
+    return torch.rad2deg(torch.atan2(skew.norm(dim=-1) / 2, cos))  # R - Rᵀ = 2 sin θ [axis]ₓ; exact near 0 and π
 
 
 def translation_angle_deg(t1: Tensor, t2: Tensor) -> Tensor:

@@ -100,6 +100,7 @@ class MemoryBank:
         """Store the ``frames`` (indices into ``images [N,H,W,3]``; default all) of a video; returns their bank indices.
 
         Each stored frame remembers its index in the video, so generated keyframes map back to their cameras.
+        Frames are kept on the CPU: only the stored ones leave a GPU.
         """
         if images.ndim != 4 or images.shape[0] != len(cameras) or images.shape[1:3] != (cameras.height, cameras.width):
             raise InvalidInputError(
@@ -112,7 +113,7 @@ class MemoryBank:
             raise InvalidInputError(f"frame indices must lie in [0, {len(cameras)}), got {frames}")
         first = len(self._frames)
         for index in frames:
-            self._frames.append(MemoryFrame(images[index].clone(), cameras[index], source, index))
+            self._frames.append(MemoryFrame(images[index].to("cpu", copy=True), cameras[index].to("cpu"), source, index))
         return list(range(first, len(self._frames)))
 
     def cameras(self) -> Camera:

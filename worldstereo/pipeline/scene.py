@@ -239,7 +239,7 @@ def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, recons
                                     anchor_src=anchors[0], anchor_dst=anchors[1],
                                     align="none" if recon.frame == "world" else "robust")
     with step("bank_update"):
-        state.bank.add(video.frames.cpu(), request.cameras.to("cpu"), name,
+        state.bank.add(video.frames, request.cameras, name,
                        frames=bank_frames(ctx.settings, len(video.frames)))
     _, start_index, trajectory = state.plans[plan]  # a run trajectory keeps the cameras it was generated at
     state.plans[plan] = (name, start_index, replace(trajectory, cameras=request.cameras.to("cpu", torch.float64)))

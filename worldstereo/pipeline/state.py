@@ -139,7 +139,7 @@ class StateStore:
         the keys written."""
         base = state.base
         if base is not None and len(state.bank) >= base.bank_frames and len(state.cache) >= len(base.points) \
-                and torch.equal(state.cache.points[: len(base.points)], base.points):
+                and torch.equal(state.cache.points[: len(base.points)], base.points.to(state.cache.points.device)):
             return self._save_delta(stage, state, base)
         return self._save_full(stage, state)
 
