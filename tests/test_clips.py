@@ -48,6 +48,11 @@ def test_a_trajectory_runs_at_the_clip_poses(tmp_path: Path, rules: str, one_thr
     assert torch.allclose(request.cameras.c2w.double(), planned.c2w[[0, 2, 4, 6, 8]], atol=1e-6)
     assert len(request.ggm.rgb) == 5
     references = request.references
+    assert references.target_pointmaps is None and references.reference_pointmaps is None  # the oracle reads none
+    paper = settings.model_copy(update={"generator": "worldstereo-paper"})
+    paper_ctx = stages.SceneContext(ctx.store, ctx.bucket, "room", paper)
+    paired = stages.build_request(paper_ctx, ctx.states.load(stages.INIT), names[0], 5).references
+    assert paired.target_pointmaps.shape == paired.reference_pointmaps.shape == (*paired.images.shape[:3], 3)
     if rules == "release":
         assert references.ref_index is not None and torch.equal(references.target_indices, references.ref_index + 1)
         assert len(references.images) <= 8 and (references.ref_index.diff() > 0).all()

@@ -276,11 +276,12 @@ def bench_pipeline(
     frames: int = 81,
     scale: float = 1.0,
     device: str = "cpu",
+    pointmaps: Annotated[bool, typer.Option(help="Also build SSM pointmaps (worldstereo-paper reads them).")] = False,
 ) -> None:
     """Seconds per trajectory step and per export outside the model, on the synthetic room."""
     from worldstereo.bench.pipeline import format_report, run_pipeline_benchmark
 
-    result = run_pipeline_benchmark(frames=frames, scale=scale, device=device)
+    result = run_pipeline_benchmark(frames=frames, scale=scale, device=device, pointmaps=pointmaps)
     emit(result, format_report(result), json_path)
 
 

@@ -47,13 +47,17 @@ def benchmark_input(settings: Settings, seed: int = 0) -> SceneInput:
                       {"kind": "room", "seed": seed})
 
 
-def run_pipeline_benchmark(frames: int = 81, scale: float = 1.0, device: str = "cpu") -> dict:
+def run_pipeline_benchmark(frames: int = 81, scale: float = 1.0, device: str = "cpu", pointmaps: bool = False) -> dict:
     """Per-trajectory step seconds, ``per_trajectory_s`` (mean, model excluded), ``export_s`` and cache sizes.
+
+    The requests carry what the default generators read; ``pointmaps`` adds the SSM pointmaps that only the
+    ``worldstereo-paper`` generator reads.
 
     On CUDA the scene runs twice in this process and the second pass is reported: the first pays the CUDA
     context, kernel loading and allocator growth that a worker pays once, and its mean is ``cold_per_trajectory_s``.
     """
-    settings = Settings(device=device, trajectory=TrajectorySettings(num_frames=frames), resolution_scale=scale)
+    settings = Settings(device=device, trajectory=TrajectorySettings(num_frames=frames), resolution_scale=scale,
+                        generator="worldstereo-paper" if pointmaps else "oracle")
     cold = _run_scene(settings) if settings.resolved_device().startswith("cuda") else None
     result = _run_scene(settings)
     height, width = stages.working_size(settings, 480, 768)
@@ -65,6 +69,7 @@ def run_pipeline_benchmark(frames: int = 81, scale: float = 1.0, device: str = "
         "scale": scale,
         "height": height,
         "width": width,
+        "pointmaps": pointmaps,
         **result,
         "cold_per_trajectory_s": cold["per_trajectory_s"] if cold else None,
     }
@@ -121,7 +126,8 @@ def format_report(result: dict) -> str:
     names = [t["name"] for t in result["trajectories"]]
     lines = [
         f"pipeline without the model: {result['frames']} frames at {result['height']}x{result['width']}, "
-        f"device {result['device']}, torch threads {result['torch_threads']}, load {result['load_average']:.2f}",
+        f"device {result['device']}, torch threads {result['torch_threads']}, load {result['load_average']:.2f}, "
+        f"pointmaps {'on' if result['pointmaps'] else 'off'}",
         f"init {result['init_s']:.2f} s, cache {result['init_cache_points']:,} points",
         f"{'wall s':<14}" + "".join(f"{n:>11}" for n in names) + f"{'mean':>11}{'mean cpu':>11}",
     ]

@@ -125,8 +125,11 @@ class Camera:
     def ray_directions(self) -> Tensor:
         """World-space ray directions with unit z in camera space, ``[N,H,W,3]``: R K⁻¹ x̂."""
         rk = self.c2w[:, :3, :3] @ torch.linalg.inv(self.K)
-        rays = self.pixel_grid().reshape(1, -1, 3) @ rk.transpose(1, 2)
-        return rays.reshape(len(self), self.height, self.width, 3)
+        xs = torch.arange(self.width, device=self.device, dtype=self.dtype) + 0.5
+        ys = torch.arange(self.height, device=self.device, dtype=self.dtype) + 0.5
+        across = xs[None, :, None] * rk[:, None, :, 0]  # [N,W,3]: x̂ = (x, y, 1) splits into a column term
+        down = torch.addcmul(rk[:, None, :, 2], ys[None, :, None], rk[:, None, :, 1])  # and a row term, [N,H,3]
+        return down[:, :, None, :] + across[:, None, :, :]
 
     def backproject(self, depth: Tensor) -> Tensor:
         """World points ``[N,H,W,3]`` from z-depth ``[N,H,W]``."""  # Eq. 1: X = R D K⁻¹ x̂ + t

@@ -77,6 +77,11 @@ def new_voxel_indices(existing: Tensor, new: Tensor, voxel_size: float) -> Tenso
             raise InvalidInputError(f"{name} points must be finite")
     if not voxel_size > 0:
         raise InvalidInputError(f"voxel_size must be positive, got {voxel_size}")
+    return new_voxel_indices_unchecked(existing, new, voxel_size)
+
+
+def new_voxel_indices_unchecked(existing: Tensor, new: Tensor, voxel_size: float) -> Tensor:
+    """:func:`new_voxel_indices` for callers that hold finite ``[P,3]`` clouds and a positive voxel size."""
     if len(new) == 0:
         return torch.zeros(0, dtype=torch.int64, device=new.device)
     if len(existing) == 0:

@@ -22,7 +22,7 @@ from worldstereo.geometry.align import Sim3, robust_umeyama, umeyama
 from worldstereo.geometry.camera import Camera
 from worldstereo.geometry.ply import ply_bytes, read_ply
 from worldstereo.geometry.render import DEFAULT_EDGE_THRESHOLD, CacheRender, depth_edge_mask, render_points
-from worldstereo.geometry.voxel import new_voxel_indices, voxel_downsample
+from worldstereo.geometry.voxel import new_voxel_indices_unchecked, voxel_downsample
 
 _FORMAT = "worldstereo.cache3d/1"
 _CLOUD = "cache.ply"
@@ -179,7 +179,7 @@ class Cache3D:
         points, colors = points.to(self._points.device), colors.to(self._colors.device)
         if torch.finfo(points.dtype).bits > torch.finfo(self._points.dtype).bits:
             points = points.to(self._points.dtype)  # voxels of the points as stored
-        kept = new_voxel_indices(self._points, points, self._voxel_size)
+        kept = new_voxel_indices_unchecked(self._points, points, self._voxel_size)  # the cache holds finite points only
         self._points = torch.cat([self._points, points[kept].to(self._points)])
         self._colors = torch.cat([self._colors, colors[kept].to(self._colors)])
         self._sources = torch.cat([self._sources, self._sources.new_full((len(kept),), source_id)])

@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
+import torch
 from torch import Tensor
 
 from worldstereo.config import Settings
@@ -73,8 +74,8 @@ class References:
     cameras: Camera  # F
     scores: Tensor  # [F] frustum-overlap scores
     bank_indices: Tensor  # [F] indices into the memory bank
-    target_pointmaps: Tensor  # [F,H,W,3] colourised world xyz seen by the target
-    reference_pointmaps: Tensor  # [F,H,W,3] the same normalisation, seen by the reference
+    target_pointmaps: Tensor | None  # [F,H,W,3] colourised world xyz seen by the target (None: not used)
+    reference_pointmaps: Tensor | None  # [F,H,W,3] the same normalisation, seen by the reference
     ref_index: Tensor | None = None  # [R] target slot (frames 1..20 -> 0..19) where each reference was first chosen
 
 
@@ -110,7 +111,7 @@ class Reconstruction:
     :meth:`frame_points` only for the frames asked for); ``frame='relative'`` needs a Sim(3) fit back to the cache."""
 
     colors: Tensor  # [N,H,W,3]
-    valid: Tensor  # [N,H,W] bool
+    valid: Tensor | None  # [N,H,W] bool; None with depth: where the depth is finite and positive
     cameras: Camera
     points: Tensor | None = None  # [N,H,W,3]
     depth: Tensor | None = None  # [N,H,W]
@@ -120,20 +121,27 @@ class Reconstruction:
     def __post_init__(self) -> None:
         if (self.points is None) == (self.depth is None):
             raise ValueError("a reconstruction gives either points or depth")
+        if self.valid is None and self.depth is None:
+            raise ValueError("a reconstruction given as points needs its valid mask")
 
     def frame_points(self, frames: Tensor | slice = slice(None)) -> Tensor:
-        """Points ``[F,H,W,3]`` of ``frames``."""
+        """Points ``[F,H,W,3]`` of ``frames`` (meaningful where :meth:`frame_valid`)."""
         if self.points is not None:
             return self.points[frames]
         return self.cameras[frames].backproject(self.depth[frames])
+
+    def frame_valid(self, frames: Tensor | slice = slice(None)) -> Tensor:
+        """Valid pixels ``[F,H,W]`` of ``frames``."""
+        if self.valid is not None:
+            return self.valid[frames]
+        depth = self.depth[frames]
+        return (depth > 0) & (depth < torch.inf)  # finite and positive: NaN fails both tests
 
 
 class VideoGenerator(Backend):
     """Camera-guided video generation conditioned on GGM and SSM."""
 
-    def clip_frames(self, planned: int) -> int:
-        """How many frames this generator produces for a trajectory planned with ``planned`` poses."""
-        return planned
+    pointmaps: ClassVar[bool] = False  # reads the SSM pointmaps of its requests (built only for those that do)
 
     @abstractmethod
     def generate(self, request: GenerationRequest) -> GeneratedVideo: ...

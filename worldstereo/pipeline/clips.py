@@ -43,17 +43,20 @@ def clip_indices(planned: int, clip: int) -> Tensor:
 
 
 def gather_references(settings: Settings, bank: MemoryBank, cache: Cache3D, cameras: Camera, planned: int,
-                      xyz: CacheRender | None = None) -> References:
+                      xyz: CacheRender | None = None, pointmaps: bool = True) -> References:
     """SSM references of a clip under ``memory.rules``; ``planned`` sets the paper's target count ``planned / 4``.
-    ``xyz``: the cache's world coordinates already rendered into ``cameras`` (reused for the target pointmaps)."""
+    ``xyz``: the cache's world coordinates already rendered into ``cameras`` (reused for the target pointmaps);
+    ``pointmaps=False`` leaves the pointmaps out (for generators that do not read them)."""
     memory = settings.memory
     with step("retrieval"):
         bank_indices, targets, scores, ref_index = _retrieve(settings, bank, cameras, planned)
         frames = [bank[int(i)] for i in bank_indices]
         reference_cameras = Camera.cat([f.camera.to(cameras.device, cameras.dtype) for f in frames])
-    with step("pointmaps"):
-        target_xyz = None if xyz is None else CacheRender(xyz.rgb[targets], xyz.depth[targets], xyz.mask[targets])
-        pointmaps = pointmap_pairs(cache.points, cameras[targets], reference_cameras, radius=memory.splat_radius,
+    pairs = None
+    if pointmaps:
+        with step("pointmaps"):
+            target_xyz = None if xyz is None else CacheRender(xyz.rgb[targets], xyz.depth[targets], xyz.mask[targets])
+            pairs = pointmap_pairs(cache.points, cameras[targets], reference_cameras, radius=memory.splat_radius,
                                    target_xyz=target_xyz)
     return References(
         target_indices=targets,
@@ -61,8 +64,8 @@ def gather_references(settings: Settings, bank: MemoryBank, cache: Cache3D, came
         cameras=reference_cameras,
         scores=scores,
         bank_indices=bank_indices,
-        target_pointmaps=pointmaps.target,
-        reference_pointmaps=pointmaps.reference,
+        target_pointmaps=pairs.target if pairs else None,
+        reference_pointmaps=pairs.reference if pairs else None,
         ref_index=ref_index,
     )
 

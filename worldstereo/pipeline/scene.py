@@ -32,7 +32,7 @@ from worldstereo.geometry.trajectory import (
 )
 from worldstereo.inputs import SceneInput
 from worldstereo.memory.bank import MemoryBank
-from worldstereo.memory.cache import Cache3D, overlap_correspondences
+from worldstereo.memory.cache import Cache3D, UpdateReport, overlap_correspondences
 from worldstereo.pipeline.backends import (
     DepthEstimate,
     GeneratedVideo,
@@ -41,6 +41,7 @@ from worldstereo.pipeline.backends import (
 )
 from worldstereo.pipeline.clips import ClipFn, bank_frames, clip_indices, clip_length, gather_references
 from worldstereo.pipeline.media import encode_video_later
+from worldstereo.pipeline.registry import backend_class
 from worldstereo.pipeline.state import SceneState, Start, StateStore
 from worldstereo.pipeline.timing import step
 from worldstereo.storage.base import ObjectStore
@@ -190,7 +191,8 @@ def build_request(ctx: SceneContext, state: SceneState, name: str, clip: int | N
     with step("ggm_render"):
         ggm, xyz = state.cache.render_with_xyz(cameras, radius=settings.memory.splat_radius)
         ggm = with_given_frame(ggm, start.image, start.depth)
-    references = gather_references(settings, state.bank, state.cache, cameras, planned, xyz)
+    pointmaps = backend_class("generator", settings.generator).pointmaps
+    references = gather_references(settings, state.bank, state.cache, cameras, planned, xyz, pointmaps)
     return GenerationRequest(ctx.scene_id, name, start.image, cameras, ggm, references,
                              state.scene_spec, seed=ctx.settings.seed + zlib.crc32(name.encode()), prompt=state.prompt,
                              embeddings=dict(state.embeddings))
@@ -201,6 +203,20 @@ def with_given_frame(render: CacheRender, image: torch.Tensor, depth: torch.Tens
     rgb, z, mask = render.rgb.clone(), render.depth.clone(), render.mask.clone()
     rgb[0], z[0], mask[0] = image.to(rgb), depth.to(z), False
     return replace(render, rgb=rgb, depth=z, mask=mask)
+
+
+def merge_keyframes(cache: Cache3D, recon: Reconstruction, name: str, keyframes: int) -> UpdateReport:
+    """Merge the valid pixels of ``keyframes`` evenly spaced frames of ``recon`` into the 3D cache (a reconstruction
+    in a relative frame is Sim(3)-aligned to the cache first)."""
+    frames = keyframe_indices(len(recon.colors), min(keyframes, len(recon.colors)))
+    points, colors, valid = recon.frame_points(frames), recon.colors[frames], recon.frame_valid(frames)
+    anchors = (None, None)
+    if recon.frame == "relative":
+        anchors = overlap_correspondences(cache, points, recon.cameras[frames], valid)
+    pixels = valid.flatten().nonzero().squeeze(1)  # one index for both gathers
+    points, colors = points.reshape(-1, 3).index_select(0, pixels), colors.reshape(-1, 3).index_select(0, pixels)
+    return cache.update(points, colors.float(), name, anchor_src=anchors[0], anchor_dst=anchors[1],
+                        align="none" if recon.frame == "world" else "robust")
 
 
 def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, reconstruct_fn: ReconstructFn,
@@ -229,15 +245,7 @@ def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, recons
     with step("reconstruct"):
         recon = reconstruct_fn(video, request)
     with step("cache_update"):
-        keyframes = keyframe_indices(len(video.frames), min(ctx.settings.trajectory.keyframes, len(video.frames)))
-        points, colors, valid = recon.frame_points(keyframes), recon.colors[keyframes], recon.valid[keyframes]
-        anchors = (None, None)
-        if recon.frame == "relative":
-            anchors = overlap_correspondences(state.cache, points, recon.cameras[keyframes], valid)
-        pixels = valid.flatten().nonzero().squeeze(1)  # one index for both gathers
-        report = state.cache.update(points.reshape(-1, 3)[pixels], colors.reshape(-1, 3)[pixels].float(), name,
-                                    anchor_src=anchors[0], anchor_dst=anchors[1],
-                                    align="none" if recon.frame == "world" else "robust")
+        report = merge_keyframes(state.cache, recon, name, ctx.settings.trajectory.keyframes)
     with step("bank_update"):
         state.bank.add(video.frames, request.cameras, name,
                        frames=bank_frames(ctx.settings, len(video.frames)))

@@ -184,6 +184,7 @@ class WorldStereoPaperGenerator(VideoGenerator):
 
     name = "worldstereo-paper"
     resources = Resources(gpus=1.0, cpus=4.0, memory_gb=64.0)
+    pointmaps = True
 
     def __init__(
         self,

@@ -15,7 +15,8 @@ from worldstereo.pipeline.backends import (
 
 
 class RenderedDepthReconstructor(Reconstructor):
-    """Per-frame z-depth through the target cameras (back-projected by Eq. 1 when used): already in the world frame."""
+    """Per-frame z-depth through the target cameras (back-projected by Eq. 1 when used; valid where finite and
+    positive): already in the world frame."""
 
     name = "rendered-depth"
     resources = Resources(cpus=1.0, memory_gb=1.0)
@@ -26,6 +27,4 @@ class RenderedDepthReconstructor(Reconstructor):
                 "the rendered-depth reconstructor needs a generator that returns depth (oracle, warp); "
                 "use --reconstructor depth-anything-3 (or worldmirror) with image-only generators"
             )
-        depth = video.depth.to(torch.float32)
-        valid = torch.isfinite(depth) & (depth > 0)
-        return Reconstruction(video.frames, valid, request.cameras, depth=torch.where(valid, depth, 0.0))
+        return Reconstruction(video.frames, None, request.cameras, depth=video.depth.to(torch.float32))
