@@ -40,7 +40,7 @@ def _start_prefect_api() -> None:
 def run_orchestration_benchmark(sample: str = "room", frames: int = 9, scale: float = 0.25,
                                 generator: str = "oracle") -> dict:
     """Time the same scene through the flow and as a direct call; ``ratio`` is flow / direct."""
-    from flows.scene_batch import batch_settings, scene_batch
+    from flows.scene_batch import batch_settings, run_scene_batch
     from tasks.ray_pools import ensure_ray, warm_up
     from worldstereo.pipeline.local import process_scene, read_input
 
@@ -74,8 +74,8 @@ def run_orchestration_benchmark(sample: str = "room", frames: int = 9, scale: fl
         direct_s = time.perf_counter() - started
 
         started = time.perf_counter()
-        rows = scene_batch(input_prefix=keys[1], generator=generator, trajectory=trajectory,
-                           overrides=overrides("flow"))
+        rows = run_scene_batch(input_prefix=keys[1], generator=generator, trajectory=trajectory,
+                               overrides=overrides("flow"))
         flow_s = time.perf_counter() - started
         if [row["status"] for row in rows] != ["done"]:
             raise RuntimeError(f"the flow did not finish the scene: {rows}")

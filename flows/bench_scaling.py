@@ -52,7 +52,7 @@ def _scenes(settings, root: Path, count: int, prefix: str, first_seed: int = 0) 
 
 def run_point(slots: int, scenes: int, sleep_s: float) -> dict:
     """One (k, N) point in this process: warm-up batch of k scenes, then the timed batch of N."""
-    from flows.scene_batch import batch_settings, scene_batch
+    from flows.scene_batch import batch_settings, run_scene_batch
     from tasks.ray_pools import ensure_ray
 
     os.environ[SLEEP_ENV] = str(sleep_s)
@@ -67,11 +67,11 @@ def run_point(slots: int, scenes: int, sleep_s: float) -> dict:
         _scenes(settings, Path(tmp) / "warm", slots, "warm/", first_seed=1000)  # other bytes: other scenes
         run = {"generator": GENERATOR, "trajectory": trajectory, "overrides": overrides}
         started = time.perf_counter()
-        scene_batch(input_prefix="warm/", **run)
+        run_scene_batch(input_prefix="warm/", **run)
         warm_s = time.perf_counter() - started
         _scenes(settings, Path(tmp) / "timed", scenes, "timed/")
         started = time.perf_counter()
-        rows = scene_batch(input_prefix="timed/", **run)
+        rows = run_scene_batch(input_prefix="timed/", **run)
         batch_s = time.perf_counter() - started
     done = sum(row["status"] == "done" for row in rows)
     return {"slots": slots, "scenes": scenes, "done": done, "batch_s": batch_s, "throughput": done / batch_s,

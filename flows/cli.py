@@ -29,7 +29,7 @@ def batch(
     json_path: JsonOption = None,
 ) -> None:
     """Run the scene-batch flow in this process (Prefect's ephemeral API unless PREFECT_API_URL is set)."""
-    from flows.scene_batch import scene_batch
+    from flows.scene_batch import run_scene_batch
 
     settings = _settings(resolution_scale=scale, num_frames=frames)  # bad values fail here, before anything runs
     if samples:
@@ -38,9 +38,9 @@ def batch(
         for key in upload_samples(settings):
             typer.echo(f"input {key}")
     overrides = {"resolution_scale": scale} if scale is not None else None
-    rows = scene_batch(input_prefix=input_prefix, limit=limit, rerun_failed=rerun_failed, generator=generator,
-                       trajectory={"num_frames": frames} if frames else None, concurrency=concurrency,
-                       overrides=overrides)
+    rows = run_scene_batch(input_prefix=input_prefix, limit=limit, rerun_failed=rerun_failed, generator=generator,
+                           trajectory={"num_frames": frames} if frames else None, concurrency=concurrency,
+                           overrides=overrides)
     lines = [f"{r['status']:>6}  {r['scene']:<32} {r['duration_s']:>8.1f}s  {r['error'] or r['outputs']}" for r in rows]
     lines += where_to_look(settings)
     emit({"scenes": rows}, "\n".join(lines), json_path)

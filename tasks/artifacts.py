@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-import tempfile
-from pathlib import Path
 
 import numpy as np
-import open3d as o3d
 import torch
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact
 from prefect.artifacts import update_progress_artifact
 
 from worldstereo.config import Settings
+from worldstereo.geometry.ply import read_ply
 from worldstereo.pipeline.media import encode_jpeg
 from worldstereo.pipeline.preview import top_down_view
 from worldstereo.storage.factory import open_store
@@ -39,7 +37,7 @@ def scene_markdown(settings: Settings, scene_id: str) -> str:
     summary = json.loads(store.get_bytes(bucket, output_key(scene_id, "summary.json")))
     keyframes = sorted(k for k in summary["outputs"] if "/exports/images/" in k)
     preview = store.get_bytes(bucket, keyframes[-1]) if keyframes else None
-    points, colors = _read_ply(store.get_bytes(bucket, output_key(scene_id, "exports", "fused.ply")))
+    points, colors = _fused_cloud(store.get_bytes(bucket, output_key(scene_id, "exports", "fused.ply")))
     top = encode_jpeg(top_down_view(points, colors, torch.tensor(summary["up"], dtype=torch.float64)))
     lines = [f"# {scene_id}", "", f"{summary['fused_points']} fused points, {summary['bank_frames']} memory-bank frames, "
              f"{summary['duration_s']:.1f} s", "", "| trajectory | s | hole ratio | reference score | points added |",
@@ -58,12 +56,12 @@ def publish_scene_artifact(scene_id: str, markdown: str) -> None:
     create_markdown_artifact(markdown, key=_artifact_key(f"scene-{scene_id}"), description=f"WorldStereo scene {scene_id}")
 
 
-def _read_ply(data: bytes) -> tuple[torch.Tensor, torch.Tensor]:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "cloud.ply"
-        path.write_bytes(data)
-        cloud = o3d.io.read_point_cloud(str(path))
-    return torch.from_numpy(np.asarray(cloud.points)), torch.from_numpy(np.asarray(cloud.colors))
+def _fused_cloud(data: bytes) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points and colours in [0, 1] of an export's fused PLY (double ``x y z``, uchar ``red green blue``)."""
+    columns = read_ply(data)
+    points = np.stack([columns["x"], columns["y"], columns["z"]], axis=1)
+    colors = np.stack([columns["red"], columns["green"], columns["blue"]], axis=1)
+    return torch.from_numpy(points), torch.from_numpy(colors).float() / 255
 
 
 def publish_batch_table(rows: list[dict], flow_run_name: str | None = None) -> None:

@@ -237,18 +237,22 @@ def get_pools(settings: Settings) -> ScenePools:
 
 
 @ray.remote
-def _import_stage_code(hold_s: float) -> int:
+def _load_stage_code(generator: str, hold_s: float) -> int:
     import tasks.remote_stage  # noqa: F401  (what a stage task imports first)
+    from worldstereo.pipeline.media import encode_jpeg
 
+    backend_class("generator", generator)  # a stage asks the generator's class for its clip length
+    encode_jpeg(torch.zeros(8, 8, 3))  # a process's first image encode loads every image codec
     time.sleep(hold_s)  # held, so that the other warm-up tasks land on other workers
     return os.getpid()
 
 
 def warm_up(settings: Settings) -> None:
-    """Start the pools' actors and import the stage code in one worker per stage slot; returns when all are up."""
+    """Start the pools' actors and load the stage code (modules, the generator's class, image codecs) in one worker
+    per stage slot; returns when all are up."""
     pools = get_pools(settings)
     ray.get([actor.pid.remote() for actors in pools.handles.actors.values() for actor in actors])
-    ray.get([_import_stage_code.options(num_cpus=settings.ray.stage_cpus).remote(0.5)
+    ray.get([_load_stage_code.options(num_cpus=settings.ray.stage_cpus).remote(settings.generator, 0.5)
              for _ in range(stage_slots(settings))])
 
 

@@ -29,7 +29,7 @@ import ray
 import torch
 
 from conftest import S3_ACCESS_KEY, S3_SECRET_KEY
-from flows.scene_batch import scene_batch
+from flows.scene_batch import run_scene_batch
 from tasks import ray_pools
 from tasks.ray_pools import ensure_ray, shutdown_pools
 from worldstereo.config import RaySettings, Settings, load_settings
@@ -55,8 +55,8 @@ ROOM_KEY = "samples/room.png"
 
 def run_batch(**parameters) -> list[dict]:
     """The flow with small, fast settings and the oracle generator."""
-    return scene_batch(generator="oracle", trajectory={"num_frames": FRAMES},
-                       overrides={"resolution_scale": 0.25, "panorama": {"start_views": 1}}, **parameters)
+    return run_scene_batch(generator="oracle", trajectory={"num_frames": FRAMES},
+                           overrides={"resolution_scale": 0.25, "panorama": {"start_views": 1}}, **parameters)
 
 
 def use_buckets(env: pytest.MonkeyPatch, endpoint: str) -> Settings:
@@ -329,8 +329,8 @@ def small_scenes(settings: Settings, root: Path, count: int) -> list[str]:
 
 def run_small_batch() -> list[dict]:
     """One trajectory of 3 frames per scene: what the concurrency checks need, quickly."""
-    return scene_batch(generator="oracle", trajectory={"num_frames": 3, "order": ["orbit"]},
-                       overrides={"resolution_scale": 0.25})
+    return run_scene_batch(generator="oracle", trajectory={"num_frames": 3, "order": ["orbit"]},
+                           overrides={"resolution_scale": 0.25})
 
 
 def two_batches_at_once(settings: Settings, root: Path, count: int = 4) -> None:
@@ -436,8 +436,8 @@ def test_killed_flow_process_and_a_rerun_finish_the_scene(prefect_api: str, ray_
     assert init is not None and Catalog(store, bucket).get(scene_id).status is SceneStatus.RUNNING
     time.sleep(6)
 
-    rows = scene_batch(generator="oracle", trajectory={"num_frames": 3, "order": ["orbit"]},
-                       overrides={"resolution_scale": 0.25}, rerun_failed=True)
+    rows = run_scene_batch(generator="oracle", trajectory={"num_frames": 3, "order": ["orbit"]},
+                           overrides={"resolution_scale": 0.25}, rerun_failed=True)
 
     assert [(row["scene"], row["status"]) for row in rows] == [(scene_id, "done")]
     assert (Catalog(store, bucket).get(scene_id).status, len(records.records(scene_id))) == (SceneStatus.DONE, 3)

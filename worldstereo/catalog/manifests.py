@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from worldstereo.errors import InvalidKeyError, StorageError
-from worldstereo.storage.base import ObjectNotFoundError, ObjectStore
+from worldstereo.storage.base import ObjectNotFoundError, ObjectStore, read_parquet
 from worldstereo.storage.keys import (
     catalog_key,
     catalog_update_key,
@@ -334,7 +334,7 @@ class Catalog:
             data, etag = self._store.get_versioned(self._bucket, self._key)
         except ObjectNotFoundError:
             return {}, None
-        table = conform(pq.read_table(io.BytesIO(data)), CATALOG_SCHEMA, f"{self._bucket}/{self._key}")
+        table = conform(read_parquet(io.BytesIO(data)), CATALOG_SCHEMA, f"{self._bucket}/{self._key}")
         return {row["scene_id"]: SceneEntry(**row) for row in table.to_pylist()}, etag
 
     def _updates(self, scene_id: str | None = None) -> dict[str, SceneEntry]:

@@ -15,13 +15,24 @@ def top_down_view(points: Tensor, colors: Tensor, up: Tensor, size: int = 256) -
     x = torch.nn.functional.normalize(torch.linalg.cross(helper, up, dim=0), dim=0)
     y = torch.linalg.cross(up, x, dim=0)
     planar = torch.stack([points @ x, points @ y], dim=-1)
-    lo, hi = planar.quantile(0.01, dim=0), planar.quantile(0.99, dim=0)
+    lo, hi = _quantile(planar, 0.01), _quantile(planar, 0.99)
     scale = (size - 1) / (hi - lo).max().clamp_min(1e-9)
     pix = ((planar - lo) * scale).round().long()
     inside = ((pix >= 0) & (pix < size)).all(dim=-1)
     pix, height, colors = pix[inside], (points @ up)[inside], colors[inside]
     flat = (size - 1 - pix[:, 1]) * size + pix[:, 0]
-    order = torch.argsort(height)  # later writes win: highest last
+    highest = torch.full((size * size,), -torch.inf, dtype=height.dtype, device=height.device)
+    highest = highest.scatter_reduce(0, flat, height, "amax")
+    top = height == highest[flat]
     image = torch.zeros(size * size, 3, dtype=colors.dtype, device=colors.device)
-    image[flat[order]] = colors[order]
+    image[flat[top]] = colors[top]
     return image.reshape(size, size, 3)
+
+
+def _quantile(values: Tensor, q: float) -> Tensor:
+    """``values.quantile(q, dim=0)`` (linear interpolation) from its two order statistics, without a sort."""
+    rank = q * (len(values) - 1)
+    below = int(rank)
+    low = values.kthvalue(below + 1, dim=0).values
+    high = values.kthvalue(min(below + 2, len(values)), dim=0).values
+    return torch.lerp(low, high, torch.tensor(rank - below, dtype=values.dtype, device=values.device))

@@ -17,7 +17,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from worldstereo.errors import InvalidKeyError, StorageError
-from worldstereo.storage.base import ObjectEntry, ObjectInfo, ObjectNotFoundError, ObjectStore, staged_file
+from worldstereo.storage.base import (
+    ObjectEntry,
+    ObjectInfo,
+    ObjectNotFoundError,
+    ObjectStore,
+    read_parquet,
+    staged_file,
+)
 from worldstereo.storage.keys import PARTIAL_SUFFIX
 
 
@@ -202,7 +209,7 @@ class LocalStore(ObjectStore):
     def _read_table(self, bucket: str, key: str, columns: list[str] | None) -> pa.Table:
         path = self._file(bucket, key)
         with self._errors("read", bucket, key):
-            return pq.read_table(path, columns=columns)
+            return read_parquet(path, columns)
 
     def _write_table(self, bucket: str, key: str, table: pa.Table) -> None:
         self._write(bucket, key, lambda temp: pq.write_table(table, temp))

@@ -19,7 +19,7 @@ from minio.error import MinioException, S3Error
 
 from worldstereo.config import StorageSettings
 from worldstereo.errors import ConfigurationError, StorageError
-from worldstereo.storage.base import ObjectEntry, ObjectInfo, ObjectNotFoundError, ObjectStore
+from worldstereo.storage.base import ObjectEntry, ObjectInfo, ObjectNotFoundError, ObjectStore, read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,8 @@ class S3Store(ObjectStore):
 
     def _read_table(self, bucket: str, key: str, columns: list[str] | None) -> pa.Table:
         with self._errors("read", bucket, key):
-            return pq.read_table(f"{bucket}/{key}", filesystem=self._arrow, columns=columns)
+            with self._arrow.open_input_file(f"{bucket}/{key}") as source:
+                return read_parquet(source, columns)
 
     def _write_table(self, bucket: str, key: str, table: pa.Table) -> None:
         """The object appears only when the upload completes (S3 PUTs are atomic)."""
