@@ -4,8 +4,8 @@ import imageio.v3 as iio
 import torch
 
 from worldstereo.geometry.camera import Camera, look_at
-from worldstereo.memory.bank import MemoryBank
-from worldstereo.pipeline.export_worldmirror import read_worldmirror_cameras, worldmirror_files
+from worldstereo.memory.bank import MemoryBank, frame_pngs
+from worldstereo.pipeline.export_worldmirror import read_worldmirror_cameras, worldmirror_files, worldmirror_images
 
 
 def test_worldmirror_export_round_trip():
@@ -18,9 +18,10 @@ def test_worldmirror_export_round_trip():
     bank.add(torch.rand(1, 20, 30, 3, generator=generator), Camera.from_fov(torch.eye(4, **f64)[None], 20, 30, 50.0), "input")
     bank.add(torch.rand(3, 16, 24, 3, generator=generator), clip, "eloop", frames=[1, 2])
     files = worldmirror_files(bank)
-    images = sorted(name for name in files if name.startswith("images/"))
-    assert len(images) == len(bank) == 3
-    assert images == ["images/eloop-0001.png", "images/eloop-0002.png", "images/input-0000.png"]
+    assert sorted(files) == ["cameras.json", "name_map.json"]
+    images = worldmirror_images(bank)
+    assert images == ["images/input-0000.png", "images/eloop-0001.png", "images/eloop-0002.png"]
+    files |= dict(zip(images, frame_pngs(bank.frames)))
     ids, c2w_back, K_back = read_worldmirror_cameras(files["cameras.json"])
     assert ids == ["input-0000", "eloop-0001", "eloop-0002"]
     for i, frame in enumerate(bank.frames):

@@ -22,7 +22,7 @@ from worldstereo.geometry.render import render_points
 from worldstereo.geometry.voxel import merge_clouds, new_voxel_indices, voxel_downsample
 from worldstereo.memory.cache import Cache3D
 from worldstereo.memory.pointmap import pointmap_pairs
-from worldstereo.pipeline.exports import colmap_text, ply_bytes
+from worldstereo.pipeline.exports import colmap_text, ply_bytes, point_decimals
 
 
 def orbit(n: int = 6, height: int = 30, width: int = 48) -> Camera:
@@ -131,17 +131,29 @@ def test_fused_ply_has_open3d_layout_and_values(tmp_path) -> None:
     assert np.array_equal(np.asarray(cloud.points), points.numpy())
 
 
-def test_colmap_points_parse_back_to_float32_values() -> None:
+def test_colmap_points_parse_back_at_float32_resolution() -> None:
     g = torch.Generator().manual_seed(2)
     points, colors = torch.randn(3000, 3, generator=g, dtype=torch.float64) * 40, torch.rand(3000, 3, generator=g)
+    points[0] = torch.tensor([-1e-9, 0.0, 2.5])
     cameras = orbit(2)
-    text = colmap_text(cameras, ["a.jpg", "b.jpg"], points, colors)["points3D.txt"]
+    text = colmap_text(cameras, ["a.jpg", "b.jpg"], points, colors)["points3D.txt"].decode("ascii")
     lines = text.splitlines()
     assert lines[0].startswith("# 3D point list") and text.endswith("\n")
+    largest = points.abs().max().item()
+    decimals = point_decimals(largest)
+    assert 10.0 ** -decimals <= largest * 2.0 ** -24 < 10.0 ** (1 - decimals)  # float32's spacing at the largest
+    assert lines[2].split()[1:4] == ["0." + "0" * decimals, "0." + "0" * decimals, "2.5" + "0" * (decimals - 1)]
     rows = np.loadtxt(io.StringIO(text), comments="#")
     assert rows.shape == (3000, 8) and np.array_equal(rows[:, 0], np.arange(1, 3001))
-    assert np.array_equal(rows[:, 1:4].astype(np.float32), points.numpy().astype(np.float32))
+    assert np.abs(rows[:, 1:4] - points.numpy()).max() <= 0.5 * 10.0 ** -decimals * (1 + 1e-9)
     assert np.array_equal(rows[:, 4:7], (colors * 255).round().numpy()) and not rows[:, 7].any()
+
+
+@pytest.mark.parametrize(("largest", "decimals"), [(0.0, 0), (1.0, 8), (40.0, 6), (3e7, 0), (1e-12, 17)])
+def test_point_decimals_follow_float32_resolution(largest: float, decimals: int) -> None:
+    assert point_decimals(largest) == decimals
+    with pytest.raises(ValueError, match="coordinate reaches"):
+        point_decimals(2e15)
 
 
 def test_push_pull_fill_of_stacked_channels_equals_each_alone() -> None:

@@ -241,6 +241,24 @@ def test_put_if_absent_creates_once(store: ObjectStore, storage_settings):
     assert store.get_bytes(bucket, "locks/scene.lock") == b"third"
 
 
+def test_copy_is_independent_of_its_source(store: ObjectStore, storage_settings):
+    bucket = storage_settings.work_bucket
+    store.put_bytes(bucket, "exports/images/a.png", b"pixels")
+    store.put_bytes(bucket, "exports/mirror/a.png", b"an older object under the copy's key")
+    store.copy(bucket, "exports/images/a.png", "exports/mirror/a.png")
+    assert store.get_bytes(bucket, "exports/mirror/a.png") == b"pixels"
+    assert store.stat(bucket, "exports/mirror/a.png").etag == store.stat(bucket, "exports/images/a.png").etag
+    store.put_bytes(bucket, "exports/images/a.png", b"replaced")
+    assert store.get_bytes(bucket, "exports/mirror/a.png") == b"pixels"
+    store.delete(bucket, "exports/images/a.png")
+    assert store.get_bytes(bucket, "exports/mirror/a.png") == b"pixels"
+    with pytest.raises(ObjectNotFoundError, match="exports/images/a.png"):
+        store.copy(bucket, "exports/images/a.png", "exports/mirror/b.png")
+    with pytest.raises(InvalidKeyError):
+        store.copy(bucket, "exports/mirror/a.png", "exports//b.png")
+    assert _keys(store, bucket) == ["exports/mirror/a.png"]
+
+
 def test_large_objects_round_trip_byte_exact(store: ObjectStore, storage_settings, tmp_path: Path):
     bucket = storage_settings.work_bucket
     data = np.random.default_rng(7).bytes(11 * MiB)

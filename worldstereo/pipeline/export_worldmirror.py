@@ -13,21 +13,27 @@ import json
 import torch
 
 from worldstereo.errors import InvalidInputError
-from worldstereo.memory.bank import MemoryBank, frame_pngs
+from worldstereo.memory.bank import MemoryBank
 
 FOLDER = "world_mirror"
 
 
 def camera_ids(bank: MemoryBank) -> list[str]:
-    return [f"{f.source}-{f.index:04d}" for f in bank.frames]
+    ids = [f"{f.source}-{f.index:04d}" for f in bank.frames]
+    if len(set(ids)) != len(ids):
+        raise InvalidInputError("memory-bank frames must have distinct (source, frame) pairs")
+    return ids
+
+
+def worldmirror_images(bank: MemoryBank) -> list[str]:
+    """Relative path of each bank frame's image (its PNG, ``frame_pngs``), in bank order."""
+    return [f"images/{cid}.png" for cid in camera_ids(bank)]
 
 
 def worldmirror_files(bank: MemoryBank) -> dict[str, bytes]:
-    """Relative path -> bytes of the export (images, ``cameras.json``, ``name_map.json``)."""
+    """Relative path -> bytes of the export's ``cameras.json`` and ``name_map.json`` (images: :func:`worldmirror_images`)."""
     ids = camera_ids(bank)
-    if len(set(ids)) != len(ids):
-        raise InvalidInputError("memory-bank frames must have distinct (source, frame) pairs")
-    files = {f"images/{cid}.png": png for cid, png in zip(ids, frame_pngs(bank.frames))}
+    files = {}
     cameras = {
         "num_cameras": len(ids),
         "extrinsics": [{"camera_id": cid, "matrix": f.camera.c2w[0].double().tolist()} for cid, f in zip(ids, bank.frames)],

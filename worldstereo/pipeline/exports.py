@@ -4,6 +4,7 @@ model, the memory-bank keyframes as PNG (the snapshots' bytes), and a summary JS
 from __future__ import annotations
 
 import json
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,14 +18,16 @@ from worldstereo.geometry.camera import Camera
 from worldstereo.geometry.ply import ply_bytes as write_ply
 from worldstereo.geometry.rotations import rotation_to_quaternion
 from worldstereo.memory.bank import MemoryBank, frame_pngs
-from worldstereo.pipeline.export_worldmirror import FOLDER, worldmirror_files
+from worldstereo.pipeline.export_worldmirror import FOLDER, worldmirror_files, worldmirror_images
 from worldstereo.pipeline.scene import DEPTH_INFO, EXPORT, INIT, TRAJECTORY, SceneContext, StageResult
 
 OPENCV_TO_OPENGL = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
 COLMAP_MAX_POINTS = 500_000
+DECIMAL_DIGITS = 18  # decimal64's precision: a fixed-point coordinate has at most 9 digits (point_decimals)
+MAX_COORDINATE = 1e15  # beyond it a cloud is broken, and fixed-point digits would overflow decimal64
 WRITERS = 8  # concurrent puts of the export: a local one waits on its fsync, an S3 one on its round trip
-POINTS3D_HEADER = ("# 3D point list with one line of data per point:",
-                   "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)")
+POINTS3D_HEADER = (b"# 3D point list with one line of data per point:\n",
+                   b"#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)\n")
 
 
 def cameras_json(cameras: Camera, names: list[str]) -> dict:
@@ -48,7 +51,7 @@ def nerfstudio_transforms(cameras: Camera, image_paths: list[str], ply_path: str
             "ply_file_path": ply_path}
 
 
-def colmap_text(cameras: Camera, image_names: list[str], points: Tensor, colors: Tensor) -> dict[str, str]:
+def colmap_text(cameras: Camera, image_names: list[str], points: Tensor, colors: Tensor) -> dict[str, bytes]:
     """``cameras.txt`` (one PINHOLE camera per image), ``images.txt`` (w2c as quaternion + translation), ``points3D.txt``."""
     cams = cameras.to("cpu", torch.float64)
     w2c = cams.w2c
@@ -62,31 +65,42 @@ def colmap_text(cameras: Camera, image_names: list[str], points: Tensor, colors:
         q, t = quats[i - 1].tolist(), w2c[i - 1, :3, 3].tolist()
         img_lines.append(f"{i} {' '.join(f'{v:.12g}' for v in q)} {' '.join(f'{v:.12g}' for v in t)} {i} {name}")
         img_lines.append("")
-    return {"cameras.txt": "\n".join(cam_lines) + "\n", "images.txt": "\n".join(img_lines) + "\n",
-            "points3D.txt": "\n".join(POINTS3D_HEADER) + "\n" + points3d_rows(points, colors)}
+    return {"cameras.txt": ("\n".join(cam_lines) + "\n").encode(), "images.txt": ("\n".join(img_lines) + "\n").encode(),
+            "points3D.txt": b"".join([*POINTS3D_HEADER, *_points3d_rows(points, colors)])}
 
 
-def points3d_rows(points: Tensor, colors: Tensor, parts: int = 2) -> str:
-    """``POINT3D_ID X Y Z R G B ERROR`` lines (empty tracks), formatted in bulk by Arrow's CSV writer.
+def _points3d_rows(points: Tensor, colors: Tensor, parts: int = 2) -> list[pa.Buffer]:
+    """``POINT3D_ID X Y Z R G B ERROR`` lines (empty tracks) in ``parts`` buffers, formatted in bulk by Arrow's CSV writer.
 
-    Coordinates are written as the shortest decimal of their float32 value (9 significant digits at
-    most); ``parts`` slices of the rows are formatted on concurrent threads.
+    Coordinates are fixed-point decimals (Arrow ``decimal64`` columns) at :func:`point_decimals`; the ``parts``
+    slices of the rows are formatted on concurrent threads.
     """
-    xyz = points.detach().to("cpu", torch.float32).numpy()
+    xyz = points.detach().to("cpu", torch.float64).numpy()
+    decimals = point_decimals(float(np.abs(xyz).max()) if len(xyz) else 0.0)
+    scaled = np.rint(xyz.T * 10.0 ** decimals).astype(np.int64, order="C")  # (3, N): one contiguous row per axis
+    kind = pa.decimal64(DECIMAL_DIGITS, decimals)
     rgb = (colors.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    table = pa.table({"id": np.arange(1, len(xyz) + 1), "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2],
+    table = pa.table({"id": np.arange(1, len(xyz) + 1),
+                      **{axis: pa.Array.from_buffers(kind, len(xyz), [None, pa.py_buffer(scaled[i])])
+                         for i, axis in enumerate("xyz")},
                       "r": rgb[:, 0], "g": rgb[:, 1], "b": rgb[:, 2], "error": np.zeros(len(xyz), np.uint8)})
     options = pa_csv.WriteOptions(include_header=False, delimiter=" ", quoting_style="none")
 
-    def write(part: pa.Table) -> bytes:
+    def write(part: pa.Table) -> pa.Buffer:
         sink = pa.BufferOutputStream()
         pa_csv.write_csv(part, sink, options)
-        return sink.getvalue().to_pybytes()
+        return sink.getvalue()
 
     size = -(-len(xyz) // parts) or 1
     with ThreadPoolExecutor(parts) as pool:
-        chunks = pool.map(write, [table.slice(start, size) for start in range(0, len(xyz), size)])
-        return b"".join(chunks).decode("ascii")
+        return list(pool.map(write, [table.slice(start, size) for start in range(0, len(xyz), size)]))
+
+
+def point_decimals(largest: float) -> int:
+    """Decimals of the COLMAP coordinates: float32's resolution (2^-24 relative) at the largest |coordinate|."""
+    if largest >= MAX_COORDINATE:
+        raise ValueError(f"cannot write COLMAP points: a coordinate reaches {largest:.3g} (limit {MAX_COORDINATE:.0e})")
+    return min(max(0, math.ceil(-math.log10(largest * 2.0 ** -24))), DECIMAL_DIGITS - 1) if largest > 0 else 0
 
 
 def ply_bytes(points: Tensor, colors: Tensor) -> bytes:
@@ -110,8 +124,8 @@ def _bank_views(bank: MemoryBank) -> tuple[Camera, list[str], list[bytes]]:
 def run_export(ctx: SceneContext, names: list[str]) -> StageResult:
     """Write every export from the last trajectory's snapshot, then the summary and the stage record.
 
-    Files are made and written on concurrent threads: the PLY and the COLMAP model (the longest to make) each
-    write as soon as they are made, the rest as they come.
+    Files are made and written on concurrent threads: the COLMAP model and the PLY (the longest to make) each
+    write as soon as they are made; the small files in one batch, the images in one batch per remaining thread.
     """
     started = time.perf_counter()
     state = ctx.states.load(names[-1] if names else INIT)
@@ -124,23 +138,34 @@ def run_export(ctx: SceneContext, names: list[str]) -> StageResult:
             ctx.store.put_bytes(ctx.bucket, key, data)
         return keys
 
+    def put_images(frames: list[tuple[str, bytes, str]]) -> list[str]:
+        """Each bank frame's PNG under ``images/``, and its WorldMirror copy (no second upload)."""
+        keys = []
+        for name, png, mirrored in frames:
+            keys += put({f"images/{name}": png})
+            keys.append(ctx.states.key("exports", FOLDER, *mirrored.split("/")))
+            ctx.store.copy(ctx.bucket, keys[-2], keys[-1])
+        return keys
+
     def ply() -> dict[str, bytes]:
         return {"fused.ply": ply_bytes(state.cache.points, state.cache.colors)}
 
     def colmap() -> dict[str, bytes]:
         text = colmap_text(cameras, image_names, state.cache.points[sample], state.cache.colors[sample])
-        return {f"colmap/{name}": value.encode() for name, value in text.items()}
+        return {f"colmap/{name}": value for name, value in text.items()}
 
     with ThreadPoolExecutor(WRITERS, thread_name_prefix="export") as pool:
-        writes = [pool.submit(lambda make: put(make()), make) for make in (ply, colmap)]
-        files = {f"images/{n}": data for n, data in zip(image_names, images)}
-        files |= {f"{FOLDER}/{n}": data for n, data in worldmirror_files(state.bank).items()}
+        writes = [pool.submit(lambda make: put(make()), make) for make in (colmap, ply)]
+        files = {f"{FOLDER}/{n}": data for n, data in worldmirror_files(state.bank).items()}
         all_cameras = {name: cameras_json(trajectory.cameras, [f"{name}_{i:03d}" for i in range(len(trajectory))])
                        for name, _, trajectory in state.plans}
         files["cameras.json"] = json.dumps(all_cameras).encode()
         transforms = nerfstudio_transforms(cameras, [f"images/{n}" for n in image_names], "fused.ply")
         files["transforms.json"] = json.dumps(transforms, indent=1).encode()
-        writes += [pool.submit(put, {path: data}) for path, data in files.items()]
+        writes.append(pool.submit(put, files))
+        frames = list(zip(image_names, images, worldmirror_images(state.bank)))
+        size = -(-len(frames) // (WRITERS - len(writes)))
+        writes += [pool.submit(put_images, frames[start:start + size]) for start in range(0, len(frames), size)]
         keys = [key for write in writes for key in write.result()]
     records = {r.trajectory or r.stage: r for r in ctx.records.records(ctx.scene_id)}
     low, high = torch.aminmax(state.cache.points, dim=0)

@@ -113,6 +113,13 @@ class ObjectStore(ABC):
         self._writable(bucket, key)
         self._put_file(bucket, key, path)
 
+    def copy(self, bucket: str, source: str, key: str) -> None:
+        """Write (or replace) ``key`` with the content of object ``source`` in the same bucket, without moving the
+        bytes through this process: a hard link on a directory, a server-side copy on S3."""
+        self._readable(bucket, source)
+        self._writable(bucket, key)
+        self._copy(bucket, source, key)
+
     def put_if_absent(self, bucket: str, key: str, data: bytes) -> bool:
         """Create the object only if no object has that key. True if this call created it."""
         self._writable(bucket, key)
@@ -199,6 +206,9 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def _put_file(self, bucket: str, key: str, path: Path) -> None: ...
+
+    @abstractmethod
+    def _copy(self, bucket: str, source: str, key: str) -> None: ...
 
     @abstractmethod
     def _put_if_absent(self, bucket: str, key: str, data: bytes) -> bool: ...

@@ -96,6 +96,15 @@ class LocalStore(ObjectStore):
     def _put_file(self, bucket: str, key: str, path: Path) -> None:
         self._write(bucket, key, lambda temp: shutil.copyfile(path, temp))
 
+    def _copy(self, bucket: str, source: str, key: str) -> None:
+        """A hard link, published like a write: no write changes a file in place, so the two keys stay independent."""
+        origin = self._file(bucket, source)
+        target = self._path(bucket, key)
+        with self._errors("copy", bucket, key, writing=True), staged_file(target) as temp:
+            temp.unlink()
+            os.link(origin, temp)
+            os.replace(temp, target)
+
     def _put_if_absent(self, bucket: str, key: str, data: bytes) -> bool:
         """Publish with ``os.link``, which (unlike rename) fails when the target exists: atomic create-once."""
         target = self._path(bucket, key)

@@ -14,6 +14,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import urllib3
 from minio import Minio
+from minio.commonconfig import CopySource
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 
@@ -107,6 +108,10 @@ class S3Store(ObjectStore):
     def _put_file(self, bucket: str, key: str, path: Path) -> None:
         with self._errors("upload", bucket, key):
             self._client.fput_object(bucket, key, str(path), part_size=self._part_size)
+
+    def _copy(self, bucket: str, source: str, key: str) -> None:
+        with self._errors("copy", bucket, source):  # a missing source is the likely failure
+            self._client.copy_object(bucket, key, CopySource(bucket, source))
 
     def _put_if_absent(self, bucket: str, key: str, data: bytes) -> bool:
         """One conditional PUT with ``If-None-Match: *``: the server refuses it (412) if the key exists.
