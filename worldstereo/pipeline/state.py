@@ -15,6 +15,7 @@ import io
 import json
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from worldstereo.memory.bank import MemoryBank, MemoryFrame, frame_pngs
 from worldstereo.memory.cache import Cache3D
 from worldstereo.storage.base import ObjectStore
 from worldstereo.storage.keys import output_key
+
+READERS = 4  # concurrent reads of a snapshot's deltas and embeddings while its base loads
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ def _frames(arrays, listed: list[dict]) -> tuple[MemoryFrame, ...]:
                              frame["index"]) for i, (start, end, frame) in enumerate(zip([0, *ends], ends, listed)))
 
 
-def _apply_deltas(state: SceneState, deltas: list[tuple[dict, np.lib.npyio.NpzFile]]) -> None:
+def _apply_deltas(state: SceneState, deltas: list[tuple[dict, dict[str, np.ndarray]]]) -> None:
     """Append the deltas' points (one concatenation) and bank frames, in order, to a full snapshot's state."""
     cache = state.cache
 
@@ -215,17 +218,20 @@ class StateStore:
         while "base" in chain[-1][1]:
             base = chain[-1][1]["base"]
             chain.append((base, self._read_meta(base)))
-        state = self._load_full(*chain[-1], _plans(chain[0][1]))
-        deltas = [(meta, self._delta(name)) for name, meta in reversed(chain[:-1])]
-        if deltas:
-            _apply_deltas(state, deltas)
-        for name, _ in reversed(chain):
-            state.embeddings.update(self._load_embeddings(name))
+        with ThreadPoolExecutor(READERS, thread_name_prefix="snapshot") as pool:  # the deltas read during the base
+            deltas = [(meta, pool.submit(self._delta, name)) for name, meta in reversed(chain[:-1])]
+            embeddings = [pool.submit(self._load_embeddings, name) for name, _ in reversed(chain)]
+            state = self._load_full(*chain[-1], _plans(chain[0][1]))
+            if deltas:
+                _apply_deltas(state, [(meta, delta.result()) for meta, delta in deltas])
+            for loaded in embeddings:
+                state.embeddings.update(loaded.result())
         state.base = Loaded(stage, state.cache.points, len(state.bank), frozenset(state.embeddings))
         return state
 
-    def _delta(self, stage: str):
-        return np.load(io.BytesIO(self.store.get_bytes(self.bucket, self.key("state", stage, "delta.npz"))))
+    def _delta(self, stage: str) -> dict[str, np.ndarray]:
+        with np.load(io.BytesIO(self.store.get_bytes(self.bucket, self.key("state", stage, "delta.npz")))) as arrays:
+            return {name: arrays[name] for name in arrays.files}
 
     def _load_full(self, stage: str, meta: dict, plans: list[tuple[str, int, Trajectory]]) -> SceneState:
         prefix = self.key("state", stage, "cache") + "/"
