@@ -252,8 +252,11 @@ def test_copy_is_independent_of_its_source(store: ObjectStore, storage_settings)
     assert store.get_bytes(bucket, "exports/mirror/a.png") == b"pixels"
     store.delete(bucket, "exports/images/a.png")
     assert store.get_bytes(bucket, "exports/mirror/a.png") == b"pixels"
-    with pytest.raises(ObjectNotFoundError, match="exports/images/a.png"):
-        store.copy(bucket, "exports/images/a.png", "exports/mirror/b.png")
+    store.copy(bucket, "exports/mirror/a.png", "exports/mirror/a.png")
+    assert store.get_bytes(bucket, "exports/mirror/a.png") == b"pixels"
+    for target in ("exports/mirror/b.png", "exports/images/a.png"):
+        with pytest.raises(ObjectNotFoundError, match="exports/images/a.png"):
+            store.copy(bucket, "exports/images/a.png", target)
     with pytest.raises(InvalidKeyError):
         store.copy(bucket, "exports/mirror/a.png", "exports//b.png")
     assert _keys(store, bucket) == ["exports/mirror/a.png"]

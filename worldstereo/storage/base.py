@@ -118,7 +118,10 @@ class ObjectStore(ABC):
         bytes through this process: a hard link on a directory, a server-side copy on S3."""
         self._readable(bucket, source)
         self._writable(bucket, key)
-        self._copy(bucket, source, key)
+        if source != key:
+            self._copy(bucket, source, key)
+        elif not self.exists(bucket, source):  # a copy onto itself changes nothing (S3 refuses one)
+            raise ObjectNotFoundError(f"no object {bucket}/{source}")
 
     def put_if_absent(self, bucket: str, key: str, data: bytes) -> bool:
         """Create the object only if no object has that key. True if this call created it."""
