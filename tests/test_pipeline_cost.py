@@ -165,9 +165,9 @@ def test_push_pull_fill_of_stacked_channels_equals_each_alone() -> None:
     assert torch.equal(both[valid[:, None].expand_as(both)], values[valid[:, None].expand_as(values)])
 
 
-@pytest.mark.parametrize("pointmaps", [True, False])
-def test_pipeline_benchmark_reports_every_step(pointmaps: bool) -> None:
-    result = run_pipeline_benchmark(frames=5, scale=0.125, pointmaps=pointmaps)
+@pytest.mark.parametrize(("pointmaps", "repeats"), [(True, 1), (False, 3)])
+def test_pipeline_benchmark_reports_every_step(pointmaps: bool, repeats: int) -> None:
+    result = run_pipeline_benchmark(frames=5, scale=0.125, pointmaps=pointmaps, repeats=repeats)
     assert [t["name"] for t in result["trajectories"]] == ["orbit", "up", "right", "left"]
     for trajectory in result["trajectories"]:
         assert sum(trajectory["steps"].values()) - trajectory["steps"]["generate"] == pytest.approx(trajectory["seconds"])
@@ -176,4 +176,7 @@ def test_pipeline_benchmark_reports_every_step(pointmaps: bool) -> None:
     sizes = [result["init_cache_points"]] + [t["cache_points"] for t in result["trajectories"]]
     assert sizes == sorted(sizes) and result["fused_points"] == sizes[-1]
     assert result["per_trajectory_s"] > 0 and result["export_s"] > 0
-    assert "per_trajectory_s" in format_report(result)
+    assert len(result["runs"]) == repeats
+    assert result["per_trajectory_s"] == sorted(run["per_trajectory_s"] for run in result["runs"])[(repeats - 1) // 2]
+    assert result["export_s"] == sorted(run["export_s"] for run in result["runs"])[(repeats - 1) // 2]
+    assert "per_trajectory_s" in format_report(result) and ("3 runs (medians above)" in format_report(result)) == (repeats == 3)

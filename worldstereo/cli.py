@@ -277,11 +277,12 @@ def bench_pipeline(
     scale: float = 1.0,
     device: str = "cpu",
     pointmaps: Annotated[bool, typer.Option(help="Also build SSM pointmaps (worldstereo-paper reads them).")] = False,
+    repeats: Annotated[int, typer.Option(help="Runs of the scene; the medians are reported.")] = 1,
 ) -> None:
     """Seconds per trajectory step and per export outside the model, on the synthetic room."""
     from worldstereo.bench.pipeline import format_report, run_pipeline_benchmark
 
-    result = run_pipeline_benchmark(frames=frames, scale=scale, device=device, pointmaps=pointmaps)
+    result = run_pipeline_benchmark(frames=frames, scale=scale, device=device, pointmaps=pointmaps, repeats=repeats)
     emit(result, format_report(result), json_path)
 
 
