@@ -33,17 +33,14 @@ def worldmirror_images(bank: MemoryBank) -> list[str]:
 def worldmirror_files(bank: MemoryBank) -> dict[str, bytes]:
     """Relative path -> bytes of the export's ``cameras.json`` and ``name_map.json`` (images: :func:`worldmirror_images`)."""
     ids = camera_ids(bank)
-    files = {}
     cameras = {
         "num_cameras": len(ids),
         "extrinsics": [{"camera_id": cid, "matrix": f.camera.c2w[0].double().tolist()} for cid, f in zip(ids, bank.frames)],
         "intrinsics": [{"camera_id": cid, "matrix": f.camera.K[0].double().tolist()} for cid, f in zip(ids, bank.frames)],
     }
-    files["cameras.json"] = json.dumps(cameras, indent=1).encode()
     order = {cid: position for position, cid in enumerate(sorted(ids))}
     name_map = {f"{f.source}/{f.index:04d}": f"{order[cid]:04d}" for cid, f in zip(ids, bank.frames)}
-    files["name_map.json"] = json.dumps(name_map, indent=1).encode()
-    return files
+    return {"cameras.json": json.dumps(cameras, indent=1).encode(), "name_map.json": json.dumps(name_map, indent=1).encode()}
 
 
 def read_worldmirror_cameras(data: bytes) -> tuple[list[str], torch.Tensor, torch.Tensor]:

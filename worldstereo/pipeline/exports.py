@@ -23,7 +23,7 @@ from worldstereo.pipeline.scene import DEPTH_INFO, EXPORT, INIT, TRAJECTORY, Sce
 
 OPENCV_TO_OPENGL = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
 COLMAP_MAX_POINTS = 500_000
-DECIMAL_DIGITS = 18  # decimal64's precision: a fixed-point coordinate has at most 9 digits (point_decimals)
+DECIMAL_DIGITS = 18  # decimal64's precision: any coordinate below MAX_COORDINATE at point_decimals fits
 MAX_COORDINATE = 1e15  # beyond it a cloud is broken, and fixed-point digits would overflow decimal64
 WRITERS = 8  # concurrent puts of the export: a local one waits on its fsync, an S3 one on its round trip
 POINTS3D_HEADER = (b"# 3D point list with one line of data per point:\n",
