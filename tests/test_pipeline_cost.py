@@ -63,6 +63,13 @@ def test_new_voxel_indices_equal_thinning_the_union() -> None:
     assert torch.equal(new_voxel_indices(existing[:0], new, 0.1), voxel_downsample(new, new, 0.1)[2])
     with pytest.raises(InvalidInputError):
         new_voxel_indices(existing, new, 0.0)
+    far = torch.tensor([[1e14, 0.0, 0.0]], dtype=torch.float64)  # 1e17 cells from the origin: ids would not be exact
+    with pytest.raises(InvalidInputError, match="too fine"):
+        new_voxel_indices(existing, far, 1e-3)
+    far_off = voxel_downsample(*(existing + 1e6,) * 2, voxel)[0]  # far from the origin, cells are still exact
+    moved = new + 1e6
+    union = voxel_downsample(torch.cat([far_off, moved]), torch.cat([far_off, moved]), voxel)[0]
+    assert torch.equal(torch.cat([far_off, moved[new_voxel_indices(far_off, moved, voxel)]]), union)
 
 
 def test_cache_update_keeps_the_cloud_of_the_union_and_tags_sources() -> None:
