@@ -15,8 +15,11 @@ from typing import Any
 import ray
 import torch
 
+from prefect.logging import get_run_logger
+
 from tasks.artifacts import scene_markdown
-from tasks.ray_pools import ModelCallTimeout, ModelHandles, worker_threads
+from tasks.errors import plain, underlying
+from tasks.ray_pools import ModelCallTimeout, ModelHandles, get_pools, worker_threads
 from worldstereo.config import Settings
 from worldstereo.pipeline.backends import GeneratedVideo, GenerationRequest
 from worldstereo.pipeline.local import read_input
@@ -86,3 +89,17 @@ def execute_stage(settings: Settings, scene_id: str, input_key: str, stage: Stag
 
 
 stage_task_remote = ray.remote(execute_stage)
+
+
+def run_on_cluster(settings: Settings, scene_id: str, input_key: str, stage: Stage,
+                    names: list[str] | None) -> StageOutcome:
+    """Submit the stage as a Ray task and wait for its small outcome; a remote error is raised as itself."""
+    pools = get_pools(settings)
+    options = {"num_cpus": settings.ray.stage_cpus, "max_retries": settings.ray.stage_retries,
+               "retry_exceptions": False}
+    ref = stage_task_remote.options(**options).remote(settings, scene_id, input_key, stage, names, pools.handles)
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        get_run_logger().error("stage %s of %s failed on the cluster:\n%s", stage.label, scene_id, plain(str(exc)))
+        raise underlying(exc) from None

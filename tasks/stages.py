@@ -12,17 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import ray
-
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 
 from tasks.artifacts import publish_scene_artifact
-from tasks.errors import plain, readable_reason, underlying
-from tasks.ray_pools import get_pools
-from tasks.remote_stage import StageOutcome, stage_task_remote
+from tasks.errors import readable_reason
+from tasks.remote_stage import StageOutcome, run_on_cluster
 from worldstereo.config import Settings
 from worldstereo.errors import PermanentError
 from worldstereo.pipeline.runner import Stage, later_stages
@@ -103,31 +100,17 @@ def register_inputs(settings: Settings, input_prefix: str = "") -> list[str]:
     return registration.scene_ids
 
 
-def _run_on_cluster(settings: Settings, scene_id: str, input_key: str, stage: Stage,
-                    names: list[str] | None) -> StageOutcome:
-    """Submit the stage as a Ray task and wait for its small outcome; a remote error is raised as itself."""
-    pools = get_pools(settings)
-    options = {"num_cpus": settings.ray.stage_cpus, "max_retries": settings.ray.stage_retries,
-               "retry_exceptions": False}
-    ref = stage_task_remote.options(**options).remote(settings, scene_id, input_key, stage, names, pools.handles)
-    try:
-        return ray.get(ref)
-    except ray.exceptions.RayTaskError as exc:
-        get_run_logger().error("stage %s of %s failed on the cluster:\n%s", stage.label, scene_id, plain(str(exc)))
-        raise underlying(exc) from None
-
-
 @stage_task(task_run_name="init-{scene_id}")
 def init_stage(settings: Settings, scene_id: str, input_key: str) -> StageOutcome:
     """Read and validate the input, estimate depth, build the initial cache and plan (on the cluster)."""
-    return _run_on_cluster(settings, scene_id, input_key, Stage(INIT), None)
+    return run_on_cluster(settings, scene_id, input_key, Stage(INIT), None)
 
 
 @stage_task(task_run_name="{label}-{scene_id}")
 def later_stage(settings: Settings, scene_id: str, input_key: str, stage: Stage, names: list[str],
                 label: str) -> StageOutcome:
     """One trajectory (generation and reconstruction on the model actors), or the exports (on the cluster)."""
-    return _run_on_cluster(settings, scene_id, input_key, stage, names)
+    return run_on_cluster(settings, scene_id, input_key, stage, names)
 
 
 @dataclass(frozen=True)
