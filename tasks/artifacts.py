@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
 
 import numpy as np
 import torch
@@ -16,11 +18,6 @@ from worldstereo.pipeline.media import encode_jpeg
 from worldstereo.pipeline.preview import top_down_view
 from worldstereo.storage.factory import open_store
 from worldstereo.storage.keys import output_key
-
-
-def _artifact_key(text: str) -> str:
-    """Artifact keys allow lowercase letters, digits and dashes only."""
-    return "".join(c if c.isalnum() else "-" for c in text.lower())
 
 
 def _data_uri(image: bytes) -> str:
@@ -52,8 +49,8 @@ def scene_markdown(settings: Settings, scene_id: str) -> str:
 
 
 def publish_scene_artifact(scene_id: str, markdown: str) -> None:
-    """The scene's markdown artifact in the Prefect UI."""
-    create_markdown_artifact(markdown, key=_artifact_key(f"scene-{scene_id}"), description=f"WorldStereo scene {scene_id}")
+    """The scene's markdown artifact, in the task run that ran it (each batch keeps its own)."""
+    create_markdown_artifact(markdown, description=f"WorldStereo scene {scene_id}")
 
 
 def _fused_cloud(data: bytes) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,18 +61,37 @@ def _fused_cloud(data: bytes) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(points), torch.from_numpy(colors).float() / 255
 
 
-def publish_batch_table(rows: list[dict], flow_run_name: str | None = None) -> None:
-    """The batch's table: scene, status, duration, error, outputs."""
-    create_table_artifact(rows, key="scene-batch", description=f"scene-batch {flow_run_name or ''}".strip())
+def publish_shard_table(rows: list[dict], index: int, count: int) -> None:
+    """A shard's table, in the shard's run: scene, status, duration, error, outputs."""
+    create_table_artifact(rows, description=f"scene-batch shard {index} of {count}")
+
+
+def publish_batch_summary(counts: dict[str, int | float], errors: list[str], flow_run_name: str | None = None) -> None:
+    """The batch's totals (and what stopped a shard, if anything) as the keyed ``scene-batch`` artifact."""
+    lines = [f"# scene-batch {flow_run_name or ''}".rstrip(), "", "| scenes | done | failed | shards | seconds |",
+             "| --- | --- | --- | --- | --- |",
+             f"| {counts['scenes']} | {counts['done']} | {counts['failed']} | {counts['shards']} | {counts['seconds']} |"]
+    if errors:
+        lines += ["", "Shards that could not finish (their scenes stay resumable):", ""] + [f"- {e}" for e in errors]
+    lines += ["", "Each shard's run holds its scenes' table; `worldstereo catalog --status failed` lists every reason."]
+    create_markdown_artifact("\n".join(lines), key="scene-batch", description="scene-batch totals")
 
 
 class BatchProgress:
-    """A progress artifact updated as scenes finish."""
+    """A progress artifact that moves as scenes finish (updated at most every ``interval_s`` or percent point)."""
 
-    def __init__(self, total: int) -> None:
-        self.total, self.done = max(total, 1), 0
-        self.artifact_id = create_progress_artifact(0.0, key="scene-batch-progress", description="scenes finished")
+    def __init__(self, total: int, interval_s: float = 2.0) -> None:
+        self.total, self.finished, self.interval_s = max(total, 1), 0, interval_s
+        self._shown, self._at = 0.0, time.monotonic()
+        self._lock = threading.Lock()
+        self.artifact_id = create_progress_artifact(0.0, key="scene-batch-progress",
+                                                    description=f"scenes finished of {total}")
 
     def advance(self) -> None:
-        self.done += 1
-        update_progress_artifact(self.artifact_id, 100.0 * self.done / self.total)
+        with self._lock:
+            self.finished += 1
+            percent = 100.0 * self.finished / self.total
+            if percent < 100.0 and percent - self._shown < 1.0 and time.monotonic() - self._at < self.interval_s:
+                return
+            self._shown, self._at = percent, time.monotonic()
+        update_progress_artifact(self.artifact_id, percent)

@@ -56,7 +56,8 @@ class ModelCallTimeout(TimeoutError):
 
 
 def ensure_ray(settings: RaySettings) -> None:
-    """Join the configured cluster, or start a local one sized to this machine (once per process)."""
+    """Join the configured cluster, or start a local one sized to this machine (once per process; never a cluster
+    that happens to run here, such as the local stack's, unless ``ray.address`` names it)."""
     with _lock:
         if ray.is_initialized():
             return
@@ -65,7 +66,7 @@ def ensure_ray(settings: RaySettings) -> None:
         if settings.address:
             ray.init(address=settings.address, **job)
         else:
-            ray.init(num_cpus=settings.num_cpus or os.cpu_count(), num_gpus=settings.num_gpus,
+            ray.init(address="local", num_cpus=settings.num_cpus or os.cpu_count(), num_gpus=settings.num_gpus,
                      include_dashboard=False, object_store_memory=settings.object_store_memory, **job)
         register_tensor_transport()
         log.info("ray resources: %s", ray.cluster_resources())

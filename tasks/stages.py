@@ -6,6 +6,7 @@ Transient errors (storage hiccups, a lost actor) retry with exponential backoff;
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -31,12 +32,12 @@ from worldstereo.catalog.manifests import Catalog, SceneEntry
 from worldstereo.catalog.scan import scan_inputs
 from worldstereo.catalog.schemas import SceneStatus
 
-RETRIES = 3
+RETRIES = 3  # re-runs of a stage after a transient failure
 T = TypeVar("T")
 
 
 def is_transient(task, task_run, state) -> bool:
-    """Retry condition: anything but a ``PermanentError``."""
+    """Retry condition of the batch's bookkeeping tasks: anything but a ``PermanentError``."""
     try:
         state.result()
     except PermanentError:
@@ -46,12 +47,9 @@ def is_transient(task, task_run, state) -> bool:
     return False
 
 
-stage_task = task(retries=RETRIES, retry_delay_seconds=exponential_backoff(backoff_factor=2),
-                  retry_jitter_factor=0.5, retry_condition_fn=is_transient, cache_policy=NO_CACHE)
-
-
-def bookkeeping(call: Callable[[], T], attempts: int = 7) -> T:
-    """``call()`` retried through a storage outage (1, 2, 4, ... s apart); a permanent error fails at once."""
+def retrying(call: Callable[[], T], what: str, attempts: int, first_delay_s: float = 1.0) -> T:
+    """``call()`` retried after transient failures (``first_delay_s``, then twice as long each time, with jitter);
+    a ``PermanentError`` fails at once."""
     for attempt in range(attempts):
         try:
             return call()
@@ -60,9 +58,14 @@ def bookkeeping(call: Callable[[], T], attempts: int = 7) -> T:
         except Exception as exc:
             if attempt == attempts - 1:
                 raise
-            get_run_logger().warning("catalog write failed (%s); retrying", readable_reason(exc))
-            time.sleep(2**attempt)
+            get_run_logger().warning("%s failed (%s); retrying", what, readable_reason(exc))
+            time.sleep(first_delay_s * 2**attempt * random.uniform(0.75, 1.25))
     raise AssertionError("unreachable")
+
+
+def bookkeeping(call: Callable[[], T]) -> T:
+    """A catalog or claim write, retried through a storage outage (about 1, 2, 4, ... s apart, 2 minutes in all)."""
+    return retrying(call, "catalog write", attempts=7)
 
 
 def catalog_update(settings: Settings, entry: SceneEntry, status: SceneStatus, error: str | None = None) -> SceneEntry:
@@ -91,7 +94,7 @@ def register_inputs(settings: Settings, input_prefix: str = "") -> list[str]:
     bucket, work_bucket = settings.storage.input_bucket, settings.storage.work_bucket
     store.ensure_bucket(bucket)
     catalog = Catalog(store, work_bucket)
-    scan = scan_inputs(store, bucket, input_prefix, {e.input_key: e.input_version for e in catalog.entries()})
+    scan = scan_inputs(store, bucket, input_prefix, catalog.input_versions())
     registration = catalog.register(
         scan.inputs, on_replace=lambda old: store.delete_prefix(work_bucket, scene_prefix(old.scene_id))
     )
@@ -100,17 +103,15 @@ def register_inputs(settings: Settings, input_prefix: str = "") -> list[str]:
     return registration.scene_ids
 
 
-@stage_task(task_run_name="init-{scene_id}")
-def init_stage(settings: Settings, scene_id: str, input_key: str) -> StageOutcome:
-    """Read and validate the input, estimate depth, build the initial cache and plan (on the cluster)."""
-    return run_on_cluster(settings, scene_id, input_key, Stage(INIT), None)
+def run_stage_retried(settings: Settings, scene_id: str, input_key: str, stage: Stage,
+                      names: list[str] | None) -> StageOutcome:
+    """One stage on the cluster, run again after transient failures (a lost worker or node, a storage outage, a
+    deadline); the stage resumes from what it recorded."""
+    return retrying(lambda: run_on_cluster(settings, scene_id, input_key, stage, names),
+                    f"stage {stage.label} of {scene_id}", attempts=RETRIES + 1, first_delay_s=2.0)
 
 
-@stage_task(task_run_name="{label}-{scene_id}")
-def later_stage(settings: Settings, scene_id: str, input_key: str, stage: Stage, names: list[str],
-                label: str) -> StageOutcome:
-    """One trajectory (generation and reconstruction on the model actors), or the exports (on the cluster)."""
-    return run_on_cluster(settings, scene_id, input_key, stage, names)
+stage_task_run = task(run_stage_retried, cache_policy=NO_CACHE, task_run_name="{stage.label}-{scene_id}")
 
 
 @dataclass(frozen=True)
@@ -166,9 +167,12 @@ class ClaimKeeper:
 
 
 @task(cache_policy=NO_CACHE, task_run_name="scene-{entry.scene_id}")
-def process_scene(settings: Settings, entry: SceneEntry, owner: str, statuses: list[str]) -> SceneOutcome:
+def process_scene(settings: Settings, entry: SceneEntry, owner: str, statuses: list[str],
+                  stage_runs: bool = True) -> SceneOutcome:
     """All stages of one scene in order, if this batch wins its claim and the scene is still in one of
-    ``statuses``; failures are recorded in the catalog, never raised."""
+    ``statuses``; failures are recorded in the catalog, never raised. ``entry`` is the scene's row as the batch
+    selected it: only the scene's own status changes are read. With ``stage_runs`` each stage is a task run of its
+    own and the scene gets a preview artifact; without, stages are logged in the scene's task run."""
     started = time.perf_counter()
     store, bucket = open_store(settings.storage), settings.storage.work_bucket
     claims = SceneClaims(store, bucket, settings.ray.claim_ttl_s, owner)
@@ -177,27 +181,31 @@ def process_scene(settings: Settings, entry: SceneEntry, owner: str, statuses: l
         return SceneOutcome(entry.scene_id, entry.input_key, "skipped", 0.0, "claimed by another batch", "")
     keeper = ClaimKeeper(claims, claim)
     try:
-        return _run_claimed(settings, entry, statuses, keeper, started)
+        return _run_claimed(settings, entry, statuses, keeper, started, stage_runs)
     finally:
         keeper.release()
 
 
 def _run_claimed(settings: Settings, entry: SceneEntry, statuses: list[str], keeper: ClaimKeeper,
-                 started: float) -> SceneOutcome:
+                 started: float, stage_runs: bool) -> SceneOutcome:
     store, bucket = open_store(settings.storage), settings.storage.work_bucket
-    entry = bookkeeping(lambda: Catalog(store, bucket).get(entry.scene_id))  # as it is now that no one else can change it
+    entry = bookkeeping(lambda: Catalog(store, bucket).current(entry))  # as it is now that no one else can change it
     if entry.status.value not in statuses:
         return SceneOutcome(entry.scene_id, entry.input_key, "skipped", 0.0, f"already {entry.status.value}", "")
     if entry.status is SceneStatus.RUNNING:  # left running by an interrupted batch
         entry = catalog_update(settings, entry, SceneStatus.PENDING)
     entry = catalog_update(settings, entry, SceneStatus.RUNNING)
     outputs = f"{bucket}/{output_key(entry.scene_id, 'exports')}/"
+    stage_call = stage_task_run if stage_runs else run_stage_retried
     try:
-        names = init_stage(settings, entry.scene_id, entry.input_key).names
+        names = stage_call(settings, entry.scene_id, entry.input_key, Stage(INIT), None).names
         for stage in later_stages(names):
             keeper.check()
-            outcome = later_stage(settings, entry.scene_id, entry.input_key, stage, names, stage.label)
-        publish_scene_artifact(entry.scene_id, outcome.markdown)
+            outcome = stage_call(settings, entry.scene_id, entry.input_key, stage, names)
+            get_run_logger().info("scene %s: %s %s in %.1f s", entry.scene_id, stage.label,
+                                  "done" if outcome.ran else "already done", outcome.duration_s)
+        if stage_runs:
+            publish_scene_artifact(entry.scene_id, outcome.markdown)
     except ClaimLost as exc:
         return SceneOutcome(entry.scene_id, entry.input_key, "skipped", time.perf_counter() - started, str(exc), "")
     except Exception as exc:  # the batch goes on: the reason goes to the catalog

@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from worldstereo.storage import ObjectStore
+from worldstereo.storage.keys import claim_key
 from worldstereo.catalog.claims import SceneClaims
 
 SCENE = "room-0123456789"
@@ -43,4 +44,5 @@ def test_expiry_renewal_and_release(store: ObjectStore, storage_settings) -> Non
     assert taken is not None  # expired: the other owner takes it
     assert first.renew(held) is None and not first.release(held)  # the first owner learns that it lost
     assert second.release(taken)
+    assert not store.exists(bucket, claim_key(SCENE))  # a released claim leaves nothing behind
     assert first.take(SCENE) is not None  # released: free at once

@@ -55,6 +55,16 @@ class RaySettings(BaseModel):
     claim_ttl_s: float = Field(default=180.0, gt=0)
 
 
+class BatchSettings(BaseModel):
+    """How the ``scene-batch`` flow splits a catalog into flow runs and how much it shows in Prefect."""
+
+    shard_size: int = Field(default=250, ge=1)  # scenes per shard (a subflow run with its own table)
+    shards_in_flight: int = Field(default=2, ge=1)  # shard runs at once, sharing the batch's scene slots
+    # a batch of at most this many scenes gets a task run per stage and a preview artifact per scene; a larger one
+    # logs each stage in its scene's task run (a few kB of Prefect database per scene instead of tens)
+    detail_max_scenes: int = Field(default=100, ge=0)
+
+
 class ModelPaths(BaseModel):
     """Local weight locations. Nothing is ever downloaded."""
 
@@ -167,6 +177,7 @@ class Settings(BaseSettings):
 
     storage: StorageSettings = StorageSettings()
     ray: RaySettings = RaySettings()
+    batch: BatchSettings = BatchSettings()
     models: ModelPaths = ModelPaths()
     trajectory: TrajectorySettings = TrajectorySettings()
     memory: MemorySettings = MemorySettings()

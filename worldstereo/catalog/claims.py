@@ -1,9 +1,10 @@
 """Per-scene claims: which batch runs a scene now, decided by conditional writes that only one writer wins.
 
-A claim is a small JSON object (``catalog/claims/{scene_id}.json``: owner and expiry). Taking it is
-a create-if-absent, or, when it was released or has expired, a replace-if-unchanged against the version
-that was read; renewing and releasing are replace-if-unchanged too. So of two batches that try to take
-the same scene at once exactly one wins, and a batch that crashed holds its scenes at most ``ttl_s``.
+A claim is a small JSON object (``catalog/claims/{scene_id}.json``: owner and expiry), deleted when released, so
+the claims left in a bucket are those of scenes running now. Taking it is a create-if-absent, or, when it has
+expired, a replace-if-unchanged against the version that was read; renewing is a replace-if-unchanged too. So
+of two batches that try to take the same scene at once exactly one wins, and a batch that crashed holds its
+scenes at most ``ttl_s``.
 """
 
 from __future__ import annotations
@@ -64,5 +65,14 @@ class SceneClaims:
         return self._write(claim.scene_id, claim.etag, self._clock() + self.ttl_s) or self.take(claim.scene_id)
 
     def release(self, claim: Claim) -> bool:
-        """Give the scene up (it expires now); False if the claim had already been lost."""
-        return self._write(claim.scene_id, claim.etag, 0.0) is not None
+        """Give the scene up: its claim object is deleted if it is still this owner's version; False if the claim
+        had already been lost. (Another owner taking the scene between the check and the delete loses its claim
+        object; its next renewal takes the then-absent claim again.)"""
+        try:
+            _, etag = self._store.get_versioned(self._bucket, claim_key(claim.scene_id))
+        except ObjectNotFoundError:
+            return False
+        if etag != claim.etag:
+            return False
+        self._store.delete(self._bucket, claim_key(claim.scene_id))
+        return True

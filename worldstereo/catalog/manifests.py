@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from worldstereo.errors import InvalidKeyError, StorageError
@@ -40,6 +41,8 @@ Clock = Callable[[], datetime]
 
 _READERS = 16  # concurrent reads of status updates
 _CAS_ATTEMPTS = 20  # manifest replacements tried before giving up (each loses only to another writer's success)
+COMPACT_PER_PASS = 20_000  # update objects folded by one manifest write
+MANIFEST_ROW_GROUP = 4096  # rows per manifest row group: what Catalog.get reads of a large catalog
 
 # Allowed status changes; a failed or interrupted scene is retried by going back to running.
 _TRANSITIONS: Mapping[SceneStatus, frozenset[SceneStatus]] = {
@@ -177,10 +180,13 @@ class Registration:
 class Catalog:
     """The scene catalog: a Parquet manifest in the work bucket plus one small object per status change.
 
-    A status change writes only its scene's update object (``catalog/updates/{scene_id}.parquet``),
+    A status change writes only its scene's update object (``catalog/updates/{scene_id}/{stamp}.parquet``),
     so it costs the same however large the catalog is; readers overlay the updates on the manifest,
     the newer row winning. Registration and :meth:`compact` rewrite the manifest with the updates
     folded in, then delete exactly the update objects they folded.
+
+    The manifest is handled as Arrow columns (sorted by scene id, in row groups whose statistics let
+    :meth:`get` read one of them): a batch reads it once, and nothing per scene reads it whole.
 
     Many writers may share it: each status change has a key of its own (a change written while a
     compaction runs is never deleted unfolded), and the manifest is replaced only by a conditional
@@ -196,24 +202,46 @@ class Catalog:
 
     def table(self) -> pa.Table:
         """All rows by scene id, updates applied; an empty table before the first write."""
-        return _catalog_table(self.entries())
+        return _overlay(self._manifest_versioned()[0], self._updates()[1])
 
     def entries(self) -> list[SceneEntry]:
         """All rows as entries, by scene id."""
-        current = self._by_id()
-        return [current[scene_id] for scene_id in sorted(current)]
+        return entries_of(self.table())
 
     def get(self, scene_id: str) -> SceneEntry:
-        """One scene's current row (the manifest and that scene's updates); ``KeyError`` if it is not in the catalog."""
-        entry = _overlay(self._manifest(), self._updates(scene_id).values()).get(scene_id)
-        if entry is None:
+        """One scene's current row (its manifest row group and its updates); ``KeyError`` if it is not in the catalog."""
+        validate_scene_id(scene_id)
+        try:
+            rows = self._store.read_table(self._bucket, self._key, row_groups=lambda meta: _groups_holding(meta, scene_id))
+        except ObjectNotFoundError:
+            rows = CATALOG_SCHEMA.empty_table()
+        rows = conform(rows, CATALOG_SCHEMA, f"{self._bucket}/{self._key}")
+        rows = rows.filter(pc.equal(rows["scene_id"], scene_id))
+        found = entries_of(_overlay(rows, self._updates(scene_id)[1]))
+        if not found:
             raise KeyError(f"scene {scene_id!r} is not in the catalog")
-        return entry
+        return found[0]
+
+    def current(self, entry: SceneEntry) -> SceneEntry:
+        """``entry`` with its scene's own status changes applied: reads only that scene's update objects."""
+        return entries_of(_overlay(_catalog_table([entry]), self._updates(entry.scene_id)[1]))[0]
 
     def by_status(self, *statuses: SceneStatus) -> list[SceneEntry]:
         """Scenes in any of ``statuses``, by scene id."""
-        wanted = {SceneStatus(s) for s in statuses}
-        return [entry for entry in self.entries() if entry.status in wanted]
+        return entries_of(self.select(statuses))
+
+    def select(self, statuses: Iterable[SceneStatus], scene_ids: Iterable[str] | None = None) -> pa.Table:
+        """Rows in any of ``statuses`` (and among ``scene_ids`` if given), by scene id, as a table."""
+        table = self.table()
+        mask = pc.is_in(table["status"], pa.array([str(SceneStatus(s)) for s in statuses], pa.string()))
+        if scene_ids is not None:
+            mask = pc.and_(mask, pc.is_in(table["scene_id"], pa.array(list(scene_ids), pa.string())))
+        return table.filter(mask)
+
+    def input_versions(self) -> dict[str, str | None]:
+        """Registered input key -> the listing version recorded when it was last hashed."""
+        table = self.table()
+        return dict(zip(table["input_key"].to_pylist(), table["input_version"].to_pylist()))
 
     def register(
         self, inputs: Iterable[InputObject], on_replace: Callable[[SceneEntry], None] | None = None
@@ -227,66 +255,53 @@ class Catalog:
         stage records), so a crash in between leaves the old hash and the change is seen again. A
         known key with the same hash only has its version recorded.
         """
+        inputs = sorted(inputs, key=lambda i: i.key)
         for _ in range(_CAS_ATTEMPTS):
             registration = self._register_once(inputs, on_replace)
             if registration is not None:
                 return registration
         raise StorageError(f"the catalog manifest changed under {_CAS_ATTEMPTS} registrations in a row")
 
-    def _register_once(self, inputs: Iterable[InputObject], on_replace: Callable[[SceneEntry], None] | None
+    def _register_once(self, inputs: list[InputObject], on_replace: Callable[[SceneEntry], None] | None
                        ) -> Registration | None:
         """One attempt of :meth:`register`; None if another writer replaced the manifest meanwhile."""
         manifest, etag = self._manifest_versioned()
-        updates = self._updates()
-        current = _overlay(manifest, updates.values())
-        by_key = {entry.input_key: entry for entry in current.values()}
-        hashes = {entry.content_hash for entry in current.values()}
+        folded, updates = self._updates()
+        current = _overlay(manifest, updates)
+        columns = {name: current[name].to_pylist() for name in ("scene_id", "input_key", "content_hash", "input_version")}
+        row_of = {key: i for i, key in enumerate(columns["input_key"])}
+        scene_ids, hashes = set(columns["scene_id"]), set(columns["content_hash"])
         now = self._clock()
         added: list[SceneEntry] = []
         replaced: list[SceneEntry] = []
-        changed = False
-        for item in sorted(inputs, key=lambda i: i.key):
-            known = by_key.get(item.key)
-            if known is not None:
+        changed: dict[str, SceneEntry] = {}
+        for item in inputs:
+            row = row_of.get(item.key)
+            if row is not None:
+                if columns["content_hash"][row] == item.content_hash and columns["input_version"][row] == item.version:
+                    continue
+                known = changed.get(columns["scene_id"][row]) or entries_of(current.slice(row, 1))[0]
                 if known.content_hash != item.content_hash:
                     if on_replace is not None:
                         on_replace(known)
                     entry = replace(known, content_hash=item.content_hash, input_version=item.version,
                                     status=SceneStatus.PENDING, error=None, updated_at=now)
                     replaced.append(entry)
-                elif known.input_version != item.version:
-                    entry = replace(known, input_version=item.version)
                 else:
-                    continue
+                    entry = replace(known, input_version=item.version)
             elif item.content_hash in hashes:
                 continue
             else:
-                entry = self._new_entry(item, current, now)
+                entry = _new_entry(item, scene_ids, changed, now)
                 added.append(entry)
-            current[entry.scene_id] = by_key[item.key] = entry
+                scene_ids.add(entry.scene_id)
+            changed[entry.scene_id] = entry
             hashes.add(item.content_hash)
-            changed = True
-        if changed and not self._write(current, list(updates), etag):
-            return None
+        if changed:
+            kept = current.filter(pc.invert(pc.is_in(current["scene_id"], pa.array(list(changed), pa.string()))))
+            if not self._write(pa.concat_tables([kept, _catalog_table(changed.values())]), folded, etag):
+                return None
         return Registration(added, replaced)
-
-    @staticmethod
-    def _new_entry(item: InputObject, current: Mapping[str, SceneEntry], now: datetime) -> SceneEntry:
-        scene_id = scene_id_from_key(item.key)
-        if scene_id in current:
-            raise InvalidKeyError(f"inputs {item.key!r} and {current[scene_id].input_key!r} map to one scene id")
-        return SceneEntry(
-            scene_id=scene_id,
-            input_key=item.key,
-            input_kind=item.kind,
-            content_hash=item.content_hash,
-            status=SceneStatus.PENDING,
-            attempts=0,
-            error=None,
-            created_at=now,
-            updated_at=now,
-            input_version=item.version,
-        )
 
     def set_status(self, scene_id: str, status: SceneStatus, error: str | None = None) -> SceneEntry:
         """Move a scene to ``status`` (see :meth:`advance`), reading its current row first."""
@@ -313,66 +328,109 @@ class Catalog:
         self._store.write_table(self._bucket, catalog_update_key(entry.scene_id, stamp), _catalog_table([updated]))
         return updated
 
-    def compact(self) -> int:
-        """Fold the pending status changes into the manifest and delete them; returns how many there were."""
-        for _ in range(_CAS_ATTEMPTS):
+    def compact(self, per_pass: int = COMPACT_PER_PASS) -> int:
+        """Fold the pending status changes into the manifest and delete them; returns how many were folded.
+
+        A pass folds at most ``per_pass`` update objects with one manifest write and one multi-object delete;
+        passes go on while they are full (changes written during the last pass wait for the next compaction).
+        """
+        folded_total, conflicts = 0, 0
+        while conflicts < _CAS_ATTEMPTS:
             manifest, etag = self._manifest_versioned()
-            updates = self._updates()
-            if not updates or self._write(_overlay(manifest, updates.values()), list(updates), etag):
-                return len(updates)
+            keys = self._update_keys()[:per_pass]
+            if not keys:
+                return folded_total
+            folded, updates = self._read_updates(keys)
+            if not self._write(_overlay(manifest, updates), folded, etag):
+                conflicts += 1
+                continue
+            folded_total += len(folded)
+            if len(keys) < per_pass:
+                return folded_total
         raise StorageError(f"the catalog manifest changed under {_CAS_ATTEMPTS} compactions in a row")
 
-    def _by_id(self) -> dict[str, SceneEntry]:
-        return _overlay(self._manifest(), self._updates().values())
-
-    def _manifest(self) -> dict[str, SceneEntry]:
-        return {entry.scene_id: entry for entry in self._read(self._key)}
-
-    def _manifest_versioned(self) -> tuple[dict[str, SceneEntry], str | None]:
+    def _manifest_versioned(self) -> tuple[pa.Table, str | None]:
         """The manifest's rows and the etag they were read at (None: no manifest yet)."""
         try:
             data, etag = self._store.get_versioned(self._bucket, self._key)
         except ObjectNotFoundError:
-            return {}, None
-        table = conform(read_parquet(io.BytesIO(data)), CATALOG_SCHEMA, f"{self._bucket}/{self._key}")
-        return {row["scene_id"]: SceneEntry(**row) for row in table.to_pylist()}, etag
+            return CATALOG_SCHEMA.empty_table(), None
+        return conform(read_parquet(io.BytesIO(data)), CATALOG_SCHEMA, f"{self._bucket}/{self._key}"), etag
 
-    def _updates(self, scene_id: str | None = None) -> dict[str, SceneEntry]:
-        """Update object key -> its row, oldest key first (of one scene if given)."""
+    def _update_keys(self, scene_id: str | None = None) -> list[str]:
+        """Update object keys, oldest first within a scene (of one scene if given)."""
         prefix = catalog_updates_prefix(scene_id)
-        keys = sorted(e.key for e in self._store.list(self._bucket, prefix) if e.key.endswith(".parquet"))
-        with ThreadPoolExecutor(max_workers=_READERS) as pool:
-            rows = list(pool.map(self._read, keys))
-        return {key: row for key, found in zip(keys, rows) for row in found}
+        return sorted(e.key for e in self._store.list(self._bucket, prefix) if e.key.endswith(".parquet"))
 
-    def _read(self, key: str) -> list[SceneEntry]:
+    def _updates(self, scene_id: str | None = None) -> tuple[list[str], pa.Table]:
+        """The update objects' keys and their rows in key order (of one scene if given)."""
+        return self._read_updates(self._update_keys(scene_id))
+
+    def _read_updates(self, keys: list[str]) -> tuple[list[str], pa.Table]:
+        """The keys that were still there and their rows, in the keys' order."""
+        with ThreadPoolExecutor(max_workers=_READERS) as pool:
+            tables = list(pool.map(self._read, keys))
+        found = [(key, table) for key, table in zip(keys, tables) if table is not None]
+        rows = pa.concat_tables([t for _, t in found]) if found else CATALOG_SCHEMA.empty_table()
+        return [key for key, _ in found], rows
+
+    def _read(self, key: str) -> pa.Table | None:
         try:
             table = self._store.read_table(self._bucket, key)
         except ObjectNotFoundError:  # an update folded and deleted since it was listed
-            return []
-        return [SceneEntry(**row) for row in conform(table, CATALOG_SCHEMA, f"{self._bucket}/{key}").to_pylist()]
+            return None
+        return conform(table, CATALOG_SCHEMA, f"{self._bucket}/{key}")
 
-    def _write(self, entries: dict[str, SceneEntry], folded: list[str], etag: str | None) -> bool:
-        """The manifest with ``entries`` if it is still at ``etag``, then the update objects it now contains
-        are deleted; False (nothing written or deleted) if another writer replaced it first."""
-        ordered = [entries[scene_id] for scene_id in sorted(entries)]
+    def _write(self, table: pa.Table, folded: list[str], etag: str | None) -> bool:
+        """The manifest ``table`` (sorted by scene id) if it is still at ``etag``, then the update objects it now
+        contains are deleted; False (nothing written or deleted) if another writer replaced it first."""
         buffer = io.BytesIO()
-        pq.write_table(_catalog_table(ordered), buffer)
+        pq.write_table(table.sort_by("scene_id"), buffer, row_group_size=MANIFEST_ROW_GROUP)
         if not self._store.put_if_match(self._bucket, self._key, buffer.getvalue(), etag):
             return False
-        for key in folded:
-            self._store.delete(self._bucket, key)
+        self._store.delete_many(self._bucket, folded)
         return True
 
 
-def _overlay(manifest: dict[str, SceneEntry], updates: Iterable[SceneEntry]) -> dict[str, SceneEntry]:
-    """``manifest`` with each update applied where it is at least as new as the row it replaces."""
-    merged = dict(manifest)
-    for entry in updates:
-        known = merged.get(entry.scene_id)
-        if known is None or entry.updated_at >= known.updated_at:
-            merged[entry.scene_id] = entry
-    return merged
+def entries_of(table: pa.Table) -> list[SceneEntry]:
+    """Catalog rows as entries (validated): for the few rows a caller works with, never a whole large catalog."""
+    return [SceneEntry(**row) for row in table.to_pylist()]
+
+
+def _new_entry(item: InputObject, scene_ids: set[str], changed: Mapping[str, SceneEntry], now: datetime) -> SceneEntry:
+    scene_id = scene_id_from_key(item.key)
+    if scene_id in scene_ids:
+        other = changed[scene_id].input_key if scene_id in changed else "a registered input"
+        raise InvalidKeyError(f"inputs {item.key!r} and {other!r} map to one scene id")
+    return SceneEntry(scene_id=scene_id, input_key=item.key, input_kind=item.kind, content_hash=item.content_hash,
+                      status=SceneStatus.PENDING, attempts=0, error=None, created_at=now, updated_at=now,
+                      input_version=item.version)
+
+
+def _groups_holding(meta: pq.FileMetaData, scene_id: str) -> list[int]:
+    """Row groups whose scene-id range may hold ``scene_id`` (all of them when statistics are missing)."""
+    column = meta.schema.names.index("scene_id")
+    groups = []
+    for group in range(meta.num_row_groups):
+        stats = meta.row_group(group).column(column).statistics
+        if stats is None or not stats.has_min_max or stats.min <= scene_id <= stats.max:
+            groups.append(group)
+    return groups
+
+
+def _overlay(manifest: pa.Table, updates: pa.Table) -> pa.Table:
+    """``manifest`` with each update row applied (in order) where it is at least as new as the row it replaces."""
+    if updates.num_rows == 0:
+        return manifest
+    updated_ids = pa.array(sorted(set(updates["scene_id"].to_pylist())), pa.string())
+    replaced = pc.is_in(manifest["scene_id"], updated_ids)
+    latest = {row["scene_id"]: row for row in manifest.filter(replaced).to_pylist()}
+    for row in updates.to_pylist():
+        known = latest.get(row["scene_id"])
+        if known is None or row["updated_at"] >= known["updated_at"]:
+            latest[row["scene_id"]] = row
+    rows = pa.Table.from_pylist(list(latest.values()), schema=CATALOG_SCHEMA)
+    return pa.concat_tables([manifest.filter(pc.invert(replaced)), rows]).sort_by("scene_id")
 
 
 class StageRecords:

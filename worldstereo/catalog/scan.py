@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from worldstereo.inputs import is_input_image, sidecar_keys
-from worldstereo.storage.base import ObjectNotFoundError, ObjectStore
+from worldstereo.storage.base import ObjectEntry, ObjectNotFoundError, ObjectStore
 from worldstereo.catalog.manifests import InputObject, content_hash
 from worldstereo.catalog.schemas import InputKind
+
+READERS = 16  # concurrent reads of changed inputs
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,19 +27,24 @@ def scan_inputs(store: ObjectStore, bucket: str, prefix: str, known: Mapping[str
     """List images under ``prefix``; read and hash those whose listed version differs from ``known[key]``.
 
     ``known`` maps registered input keys to the version recorded when they were last hashed, so a
-    bucket of already registered, unchanged images costs one listing and no reads.
+    bucket of already registered, unchanged images costs one listing and no reads. The reads run on
+    ``READERS`` threads.
     """
-    inputs: list[InputObject] = []
+    changed: list[ObjectEntry] = []
     listed = 0
     for entry in store.list(bucket, prefix):
         if entry.is_prefix or not is_input_image(entry.key):
             continue
         listed += 1
-        if entry.key in known and known[entry.key] == entry.version:
-            continue
+        if entry.key not in known or known[entry.key] != entry.version:
+            changed.append(entry)
+
+    def read(entry: ObjectEntry) -> InputObject:
         digest = content_hash(store.get_bytes(bucket, entry.key))
-        inputs.append(InputObject(entry.key, input_kind(store, bucket, entry.key), digest, entry.version))
-    return InputScan(inputs, listed)
+        return InputObject(entry.key, input_kind(store, bucket, entry.key), digest, entry.version)
+
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        return InputScan(list(pool.map(read, changed)), listed)
 
 
 def input_kind(store: ObjectStore, bucket: str, image_key: str) -> InputKind:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -64,11 +64,17 @@ def staged_file(target: Path) -> Iterator[Path]:
         Path(name).unlink(missing_ok=True)
 
 
-def read_parquet(source: Path | pa.NativeFile | BinaryIO, columns: list[str] | None = None) -> pa.Table:
+RowGroups = Callable[[pq.FileMetaData], Sequence[int]]
+
+
+def read_parquet(source: Path | pa.NativeFile | BinaryIO, columns: list[str] | None = None,
+                 row_groups: RowGroups | None = None) -> pa.Table:
     """One Parquet file as a table (``pq.read_table`` would go through ``pyarrow.dataset``, whose import takes
-    a process a tenth of a second, of no use for one file)."""
+    a process a tenth of a second, of no use for one file); ``row_groups(metadata)`` picks the row groups to read."""
     with pq.ParquetFile(source) as parquet:
-        return parquet.read(columns=columns)
+        if row_groups is None:
+            return parquet.read(columns=columns)
+        return parquet.read_row_groups(list(row_groups(parquet.metadata)), columns=columns)
 
 
 class ObjectStore(ABC):
@@ -182,6 +188,13 @@ class ObjectStore(ABC):
         self._readable(bucket, key)
         self._delete(bucket, key)
 
+    def delete_many(self, bucket: str, keys: Sequence[str]) -> None:
+        """Remove objects (missing ones are not an error), in as few requests as the backend allows."""
+        validate_bucket(bucket)
+        keys = [validate_key(key) for key in keys]
+        if keys:
+            self._delete_many(bucket, keys)
+
     def delete_prefix(self, bucket: str, prefix: str) -> int:
         """Remove every object under ``prefix``; returns how many were removed."""
         keys = [entry.key for entry in self.list(bucket, prefix, recursive=True)]
@@ -190,10 +203,12 @@ class ObjectStore(ABC):
         return len(keys)
 
     # --- Parquet ------------------------------------------------------------------------------
-    def read_table(self, bucket: str, key: str, columns: Sequence[str] | None = None) -> pa.Table:
-        """Read a Parquet object, optionally only some columns."""
+    def read_table(self, bucket: str, key: str, columns: Sequence[str] | None = None,
+                   row_groups: RowGroups | None = None) -> pa.Table:
+        """Read a Parquet object, optionally only some columns and the row groups ``row_groups(metadata)`` picks
+        (a ranged read on S3)."""
         self._readable(bucket, key)
-        return self._read_table(bucket, key, None if columns is None else list(columns))
+        return self._read_table(bucket, key, None if columns is None else list(columns), row_groups)
 
     def write_table(self, bucket: str, key: str, table: pa.Table) -> None:
         """Write a table as one Parquet object, atomically."""
@@ -244,7 +259,8 @@ class ObjectStore(ABC):
     def _delete_many(self, bucket: str, keys: list[str]) -> None: ...
 
     @abstractmethod
-    def _read_table(self, bucket: str, key: str, columns: list[str] | None) -> pa.Table: ...
+    def _read_table(self, bucket: str, key: str, columns: list[str] | None, row_groups: RowGroups | None
+                    ) -> pa.Table: ...
 
     @abstractmethod
     def _write_table(self, bucket: str, key: str, table: pa.Table) -> None: ...

@@ -22,6 +22,7 @@ from worldstereo.storage.base import (
     ObjectInfo,
     ObjectNotFoundError,
     ObjectStore,
+    RowGroups,
     read_parquet,
     staged_file,
 )
@@ -215,10 +216,11 @@ class LocalStore(ObjectStore):
                 return
             directory = directory.parent
 
-    def _read_table(self, bucket: str, key: str, columns: list[str] | None) -> pa.Table:
+    def _read_table(self, bucket: str, key: str, columns: list[str] | None, row_groups: RowGroups | None
+                    ) -> pa.Table:
         path = self._file(bucket, key)
         with self._errors("read", bucket, key):
-            return read_parquet(path, columns)
+            return read_parquet(path, columns, row_groups)
 
     def _write_table(self, bucket: str, key: str, table: pa.Table) -> None:
         self._write(bucket, key, lambda temp: pq.write_table(table, temp))

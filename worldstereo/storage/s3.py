@@ -20,7 +20,14 @@ from minio.error import MinioException, S3Error
 
 from worldstereo.config import StorageSettings
 from worldstereo.errors import ConfigurationError, StorageError
-from worldstereo.storage.base import ObjectEntry, ObjectInfo, ObjectNotFoundError, ObjectStore, read_parquet
+from worldstereo.storage.base import (
+    ObjectEntry,
+    ObjectInfo,
+    ObjectNotFoundError,
+    ObjectStore,
+    RowGroups,
+    read_parquet,
+)
 
 log = logging.getLogger(__name__)
 
@@ -229,10 +236,11 @@ class S3Store(ObjectStore):
                 f"e.g. {first.name}: {first.code}: {first.message}"
             )
 
-    def _read_table(self, bucket: str, key: str, columns: list[str] | None) -> pa.Table:
+    def _read_table(self, bucket: str, key: str, columns: list[str] | None, row_groups: RowGroups | None
+                    ) -> pa.Table:
         with self._errors("read", bucket, key):
             with self._arrow.open_input_file(f"{bucket}/{key}") as source:
-                return read_parquet(source, columns)
+                return read_parquet(source, columns, row_groups)
 
     def _write_table(self, bucket: str, key: str, table: pa.Table) -> None:
         """The object appears only when the upload completes (S3 PUTs are atomic)."""
