@@ -99,6 +99,21 @@ def bench_orchestration(
     emit(result, format_report(result), json_path)
 
 
+@bench_app.command("catalog")
+def bench_catalog(
+    json_path: JsonOption = None,
+    scenes: Annotated[str, typer.Option(help="Catalog sizes, comma-separated.")] = "1000,10000",
+    run: Annotated[int, typer.Option(help="Scenes each batch runs through the flow.")] = 200,
+) -> None:
+    """Catalog sizes N: registration, selection, one-row reads and compaction at N; the flow's CPU, memory, Prefect
+    database and task runs per scene; everything extrapolated to 100,000 scenes."""
+    from flows.bench_catalog import format_report, run_catalog_benchmark
+
+    sizes = tuple(int(n) for n in scenes.split(",") if n.strip())
+    result = run_catalog_benchmark(scenes=sizes, run=run)
+    emit(result, format_report(result), json_path)
+
+
 @bench_app.command("scaling")
 def bench_scaling(
     json_path: JsonOption = None,

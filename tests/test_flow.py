@@ -27,9 +27,13 @@ import open3d as o3d
 import pytest
 import ray
 import torch
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter
+from prefect.client.schemas.filters import FlowRunFilterParentFlowRunId, TaskRunFilter, TaskRunFilterFlowRunId
+from prefect.states import State
 
 from conftest import S3_ACCESS_KEY, S3_SECRET_KEY
-from flows.scene_batch import run_scene_batch
+from flows.scene_batch import ScenesFailed, run_scene_batch
 from tasks import ray_pools
 from tasks.ray_pools import ensure_ray, shutdown_pools
 from worldstereo.config import RaySettings, Settings, load_settings
@@ -121,6 +125,7 @@ class Batch:
     store: ObjectStore
     rows: list[dict]
     catalog: dict[str, SceneEntry]
+    state: State
 
     @property
     def work_bucket(self) -> str:
@@ -134,9 +139,13 @@ def batch(prefect_api: str, ray_cluster: None, s3_endpoint: str) -> Iterator[Bat
         store = open_store(settings.storage)
         upload_samples(settings)
         store.put_bytes(settings.storage.input_bucket, BAD_KEY, b"this is not an image")
-        rows = run_batch()
+        state = run_batch(return_state=True)
+        try:
+            rows = state.result()
+        except ScenesFailed as failed:
+            rows = failed.rows
         catalog = {e.scene_id: e for e in Catalog(store, settings.storage.work_bucket).entries()}
-        yield Batch(settings, store, rows, catalog)
+        yield Batch(settings, store, rows, catalog, state)
 
 
 def test_batch_isolates_the_corrupt_input(batch: Batch) -> None:
@@ -152,6 +161,60 @@ def test_batch_isolates_the_corrupt_input(batch: Batch) -> None:
     assert [(e.status, e.attempts, e.error) for e in done] == [(SceneStatus.DONE, 1, None)] * 3
     assert {e.input_kind for e in done} == {"perspective", "panorama"}
     assert list(batch.store.list(batch.work_bucket, "catalog/updates/")) == []  # folded at the end of the batch
+
+
+def shard_runs(parent_id) -> list:
+    """The shard subflow runs of a batch's flow run, by name."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id])))
+    return sorted(runs, key=lambda run: run.name)
+
+
+def artifacts_of(flow_run_ids: list) -> list:
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=flow_run_ids)))
+
+
+def test_a_failed_scene_fails_the_run_with_its_counts_and_keeps_the_artifacts(batch: Batch) -> None:
+    assert batch.state.is_failed()
+    assert "1 of 4 scenes failed" in batch.state.message and f"{BAD_ID}: InvalidInputError" in batch.state.message
+    parent = batch.state.state_details.flow_run_id
+    (shard,) = shard_runs(parent)
+    assert shard.name == "shard-1-of-1" and shard.state.is_failed() and "1 of 4 scenes failed" in shard.state.message
+    artifacts = artifacts_of([parent, shard.id])
+    previews = [a for a in artifacts if a.type == "markdown" and (a.description or "").startswith("WorldStereo scene")]
+    assert len(previews) == 3 and all(a.key is None for a in previews)  # one per done scene, kept by this run
+    (progress,) = [a for a in artifacts if a.type == "progress"]
+    assert progress.flow_run_id == parent and progress.data == 100.0
+    (table,) = [a for a in artifacts if a.type == "table"]
+    assert table.flow_run_id == shard.id and "InvalidInputError" in str(table.data)
+    (summary,) = [a for a in artifacts if a.key == "scene-batch"]
+    assert "| 4 | 3 | 1 | 1 |" in summary.data
+
+
+def test_a_large_batch_runs_in_shards_with_one_task_run_per_scene(prefect_api: str, ray_cluster: None,
+                                                                 s3_endpoint: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WORLDSTEREO_BATCH__SHARD_SIZE", "2")
+    monkeypatch.setenv("WORLDSTEREO_BATCH__DETAIL_MAX_SCENES", "2")  # 3 scenes: a large batch
+    settings = use_buckets(monkeypatch, s3_endpoint)
+    scene_ids = small_scenes(settings, tmp_path, 3)
+
+    state = run_scene_batch(generator="oracle", trajectory={"num_frames": 3, "order": ["orbit"]},
+                            overrides={"resolution_scale": 0.25}, return_state=True)
+
+    assert state.is_completed()
+    assert sorted((row["scene"], row["status"]) for row in state.result()) == sorted((s, "done") for s in scene_ids)
+    shards = shard_runs(state.state_details.flow_run_id)
+    assert [run.name for run in shards] == ["shard-1-of-2", "shard-2-of-2"]
+    with get_client(sync_client=True) as client:
+        names = [sorted(run.name.split("-")[0] for run in client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[shard.id])))) for shard in shards]
+    assert names == [["compact_catalog", "scene", "scene"], ["compact_catalog", "scene"]]  # no task run per stage
+    store, bucket = open_store(settings.storage), settings.storage.work_bucket
+    assert [(e.status, e.attempts) for e in Catalog(store, bucket).entries()] == [(SceneStatus.DONE, 1)] * 3
+    assert list(store.list(bucket, "catalog/updates/")) == [] and list(store.list(bucket, "catalog/claims/")) == []
+    assert all(len(StageRecords(store, bucket).records(s)) == 3 for s in scene_ids)
 
 
 def test_batch_writes_every_output(batch: Batch) -> None:

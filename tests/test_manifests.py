@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -21,8 +21,10 @@ from worldstereo.catalog import (
     StageRecord,
     StageRecords,
 )
+from worldstereo.catalog.manifests import MANIFEST_ROW_GROUP
+from worldstereo.config import StorageSettings
 from worldstereo.errors import PermanentError
-from worldstereo.storage import ObjectStore
+from worldstereo.storage import ObjectStore, open_store
 from worldstereo.storage.keys import catalog_key, output_key, scene_id_from_key
 
 T0 = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
@@ -353,3 +355,53 @@ def test_catalog_command_lists_scenes_with_their_reasons(tmp_path, monkeypatch):
     assert result["counts"] == {"failed": 1}
     refused = CliRunner().invoke(app, ["catalog", "--status", "broken"])
     assert refused.exit_code == 2 and "broken" in refused.output
+
+
+def test_compaction_folds_in_bounded_passes_with_one_delete_each(catalog: Catalog, store: ObjectStore, storage_settings):
+    bucket = storage_settings.work_bucket
+    entries = catalog.register(
+        [InputObject.from_bytes(f"in/{name}.png", InputKind.PERSPECTIVE, name.encode()) for name in "abcde"]
+    ).added
+    running = [catalog.advance(entry, SceneStatus.RUNNING) for entry in entries]
+    deletes: list[int] = []
+    real = store.delete_many
+    store.delete_many = lambda b, keys: deletes.append(len(keys)) or real(b, keys)
+
+    assert catalog.compact(per_pass=2) == 5
+
+    assert deletes == [2, 2, 1]  # a manifest write and one multi-object delete per pass
+    assert list(store.list(bucket, "catalog/updates/")) == []
+    assert catalog.entries() == running
+
+
+def test_a_status_change_written_by_an_earlier_version_is_still_read(catalog: Catalog, store: ObjectStore,
+                                                                     storage_settings):
+    bucket = storage_settings.work_bucket
+    (entry,) = catalog.register([InputObject.from_bytes("in/a.png", InputKind.PERSPECTIVE, b"a")]).added
+    running = replace(entry, status=SceneStatus.RUNNING, attempts=1, updated_at=entry.updated_at + timedelta(seconds=1))
+    store.write_table(bucket, f"catalog/updates/{entry.scene_id}/00000000000000000001_0123456789ab.parquet",
+                      pa.Table.from_pylist([asdict(running)], schema=CATALOG_SCHEMA))
+    assert catalog.get(entry.scene_id) == running
+    assert catalog.compact() == 1 and catalog.entries() == [running]
+
+
+def test_one_scene_of_a_large_catalog_reads_one_row_group(tmp_path):
+    store = open_store(StorageSettings(backend="local", root=tmp_path / "store"))
+    catalog = Catalog(store, "work")
+    count = 3 * MANIFEST_ROW_GROUP + 5
+    entries = {e.scene_id: e for e in catalog.register(
+        [InputObject.from_bytes(f"in/{i:05d}.png", InputKind.PERSPECTIVE, str(i).encode()) for i in range(count)]
+    ).added}
+    rows_read: list[int] = []
+    real = store.read_table
+    store.read_table = lambda *args, **kwargs: (table := real(*args, **kwargs), rows_read.append(table.num_rows))[0]
+    wanted = sorted(entries)[2 * MANIFEST_ROW_GROUP + 1]
+
+    assert catalog.get(wanted) == entries[wanted]
+    assert rows_read == [MANIFEST_ROW_GROUP]  # one row group of the manifest, no other read
+    running = catalog.advance(entries[wanted], SceneStatus.RUNNING)
+    assert catalog.current(entries[wanted]) == running == catalog.get(wanted)
+    assert catalog.select([SceneStatus.RUNNING]).column("scene_id").to_pylist() == [wanted]
+    assert catalog.select([SceneStatus.PENDING], [wanted, sorted(entries)[0]]).num_rows == 1
+    with pytest.raises(KeyError):
+        catalog.get("missing-0123456789")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from worldstereo.errors import InvalidKeyError, StorageError
+from worldstereo.errors import InvalidKeyError, PermanentError, StorageError
 from worldstereo.storage.base import ObjectNotFoundError, ObjectStore, read_parquet
 from worldstereo.storage.keys import (
     catalog_key,
@@ -42,6 +43,7 @@ Clock = Callable[[], datetime]
 _READERS = 16  # concurrent reads of status updates
 _CAS_ATTEMPTS = 20  # manifest replacements tried before giving up (each loses only to another writer's success)
 COMPACT_PER_PASS = 20_000  # update objects folded by one manifest write
+UPDATE_SUFFIXES = (".json", ".parquet")  # status changes: JSON; Parquet from earlier versions
 MANIFEST_ROW_GROUP = 4096  # rows per manifest row group: what Catalog.get reads of a large catalog
 
 # Allowed status changes; a failed or interrupted scene is retried by going back to running.
@@ -180,7 +182,7 @@ class Registration:
 class Catalog:
     """The scene catalog: a Parquet manifest in the work bucket plus one small object per status change.
 
-    A status change writes only its scene's update object (``catalog/updates/{scene_id}/{stamp}.parquet``),
+    A status change writes only its scene's update object (``catalog/updates/{scene_id}/{stamp}.json``),
     so it costs the same however large the catalog is; readers overlay the updates on the manifest,
     the newer row winning. Registration and :meth:`compact` rewrite the manifest with the updates
     folded in, then delete exactly the update objects they folded.
@@ -325,7 +327,7 @@ class Catalog:
             updated_at=self._clock(),
         )
         stamp = f"{int(updated.updated_at.timestamp() * 1e9):020d}_{uuid.uuid4().hex[:12]}"
-        self._store.write_table(self._bucket, catalog_update_key(entry.scene_id, stamp), _catalog_table([updated]))
+        self._store.put_bytes(self._bucket, catalog_update_key(entry.scene_id, stamp), _update_json(updated))
         return updated
 
     def compact(self, per_pass: int = COMPACT_PER_PASS) -> int:
@@ -360,7 +362,7 @@ class Catalog:
     def _update_keys(self, scene_id: str | None = None) -> list[str]:
         """Update object keys, oldest first within a scene (of one scene if given)."""
         prefix = catalog_updates_prefix(scene_id)
-        return sorted(e.key for e in self._store.list(self._bucket, prefix) if e.key.endswith(".parquet"))
+        return sorted(e.key for e in self._store.list(self._bucket, prefix) if e.key.endswith(UPDATE_SUFFIXES))
 
     def _updates(self, scene_id: str | None = None) -> tuple[list[str], pa.Table]:
         """The update objects' keys and their rows in key order (of one scene if given)."""
@@ -376,7 +378,9 @@ class Catalog:
 
     def _read(self, key: str) -> pa.Table | None:
         try:
-            table = self._store.read_table(self._bucket, key)
+            if key.endswith(".json"):
+                return _update_table(self._store.get_bytes(self._bucket, key), f"{self._bucket}/{key}")
+            table = self._store.read_table(self._bucket, key)  # written by earlier versions
         except ObjectNotFoundError:  # an update folded and deleted since it was listed
             return None
         return conform(table, CATALOG_SCHEMA, f"{self._bucket}/{key}")
@@ -390,6 +394,23 @@ class Catalog:
             return False
         self._store.delete_many(self._bucket, folded)
         return True
+
+
+def _update_json(entry: SceneEntry) -> bytes:
+    """A status change as a small JSON object: read back in microseconds, where a Parquet file takes a millisecond."""
+    row = asdict(entry)
+    row.update(created_at=entry.created_at.isoformat(), updated_at=entry.updated_at.isoformat())
+    return json.dumps(row, separators=(",", ":")).encode()
+
+
+def _update_table(data: bytes, what: str) -> pa.Table:
+    """A status change object as a one-row catalog table."""
+    try:
+        row = json.loads(data)
+        row.update(created_at=datetime.fromisoformat(row["created_at"]), updated_at=datetime.fromisoformat(row["updated_at"]))
+        return pa.Table.from_pylist([row], schema=CATALOG_SCHEMA)
+    except (ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+        raise PermanentError(f"{what} is not a catalog status change: {exc}") from exc
 
 
 def entries_of(table: pa.Table) -> list[SceneEntry]:

@@ -128,7 +128,7 @@ def catalog_updates_prefix(scene_id: str | None = None) -> str:
 def catalog_update_key(scene_id: str, stamp: str) -> str:
     """One status change of a scene, under a key no other change takes (``stamp``: time and a random token),
     until compaction folds it into the catalog manifest and deletes exactly that key."""
-    return f"{catalog_updates_prefix(scene_id)}{validate_name(stamp, 'update stamp')}.parquet"
+    return f"{catalog_updates_prefix(scene_id)}{validate_name(stamp, 'update stamp')}.json"
 
 
 def claim_key(scene_id: str) -> str:
