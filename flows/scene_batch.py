@@ -31,6 +31,7 @@ from prefect import flow, get_run_logger
 from prefect.context import SettingsContext, get_settings_context
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from tasks.artifacts import BatchProgress, publish_batch_summary, publish_shard_table
 from tasks.ray_pools import stage_slots
@@ -128,7 +129,8 @@ def scene_shard(settings: Settings, entries: list[dict], index: int, count: int,
         futures = []
         for entry in scenes:
             run.slots.acquire()
-            future = runner.submit(process_scene, {"settings": settings, "entry": entry, "owner": owner,
+            # quoted: Prefect does not walk the settings model looking for futures in it (a tenth of the task's cost)
+            future = runner.submit(process_scene, {"settings": quote(settings), "entry": entry, "owner": owner,
                                                    "statuses": statuses, "stage_runs": stage_runs})
             future.add_done_callback(run.scene_ended)
             futures.append((entry, future))

@@ -78,11 +78,11 @@ def publish_batch_summary(counts: dict[str, int | float], errors: list[str], flo
 
 
 class BatchProgress:
-    """A progress artifact that moves as scenes finish (updated at most every ``interval_s`` or percent point)."""
+    """A progress artifact that moves as scenes finish (updated at most every ``interval_s``, and at the end)."""
 
-    def __init__(self, total: int, interval_s: float = 2.0) -> None:
+    def __init__(self, total: int, interval_s: float = 5.0) -> None:
         self.total, self.finished, self.interval_s = max(total, 1), 0, interval_s
-        self._shown, self._at = 0.0, time.monotonic()
+        self._at = time.monotonic()
         self._lock = threading.Lock()
         self.artifact_id = create_progress_artifact(0.0, key="scene-batch-progress",
                                                     description=f"scenes finished of {total}")
@@ -91,7 +91,7 @@ class BatchProgress:
         with self._lock:
             self.finished += 1
             percent = 100.0 * self.finished / self.total
-            if percent < 100.0 and percent - self._shown < 1.0 and time.monotonic() - self._at < self.interval_s:
+            if percent < 100.0 and time.monotonic() - self._at < self.interval_s:
                 return
-            self._shown, self._at = percent, time.monotonic()
+            self._at = time.monotonic()
         update_progress_artifact(self.artifact_id, percent)

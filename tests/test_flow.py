@@ -396,11 +396,11 @@ def run_small_batch() -> list[dict]:
                            overrides={"resolution_scale": 0.25})
 
 
-def two_batches_at_once(settings: Settings, root: Path, count: int = 4) -> None:
-    """Two scene-batch runs over the same buckets at the same time: every scene runs once, nothing is lost."""
+def two_batches_at_once(settings: Settings, root: Path, batches, count: int = 4) -> None:
+    """Two scene-batch runs over the same buckets at the same time (``batches()`` returns both runs' rows): every
+    scene runs once, nothing is lost."""
     scene_ids = small_scenes(settings, root, count)
-    with ThreadPoolExecutor(2) as pool:
-        first, second = pool.map(lambda _: run_small_batch(), range(2))
+    first, second = batches()
     ran = sorted(row["scene"] for row in first + second)
     assert ran == sorted(scene_ids), (first, second)  # each scene in exactly one batch's table
     assert all(row["status"] == "done" for row in first + second)
@@ -410,13 +410,36 @@ def two_batches_at_once(settings: Settings, root: Path, count: int = 4) -> None:
     records = StageRecords(store, bucket)
     assert all(len(records.records(s)) == 3 for s in scene_ids)
     catalog.compact()
-    assert list(store.list(bucket, "catalog/updates/")) == []
+    assert list(store.list(bucket, "catalog/updates/")) == [] and list(store.list(bucket, "catalog/claims/")) == []
     assert [(e.status, e.attempts) for e in catalog.entries()] == [(SceneStatus.DONE, 1)] * count
+
+
+def batches_in_threads() -> list[list[dict]]:
+    """Two small batches on two threads of this process."""
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(lambda _: run_small_batch(), range(2)))
 
 
 def test_two_concurrent_batches_run_every_scene_once(prefect_api: str, ray_cluster: None, s3_endpoint: str,
                                                     tmp_path: Path, monkeypatch) -> None:
-    two_batches_at_once(use_buckets(monkeypatch, s3_endpoint), tmp_path)
+    two_batches_at_once(use_buckets(monkeypatch, s3_endpoint), tmp_path, batches_in_threads)
+
+
+def test_two_batch_processes_run_every_scene_once(prefect_api: str, ray_cluster: None, s3_endpoint: str,
+                                                 tmp_path: Path, monkeypatch) -> None:
+    script = "import json; from test_flow import run_small_batch; print(json.dumps(run_small_batch()))"
+    env = os.environ | {"PREFECT_API_URL": prefect_api,
+                        "WORLDSTEREO_RAY__ADDRESS": ray.get_runtime_context().gcs_address}
+
+    def in_processes() -> list[list[dict]]:
+        settings_env = env | {k: v for k, v in os.environ.items() if k.startswith("WORLDSTEREO_STORAGE__")}
+        runs = [subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parent, env=settings_env,
+                                 stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        outputs = [run.communicate(timeout=600)[0] for run in runs]
+        assert [run.returncode for run in runs] == [0, 0]
+        return [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+
+    two_batches_at_once(use_buckets(monkeypatch, s3_endpoint), tmp_path, in_processes)
 
 
 def test_three_gpu_backends_share_two_gpus(batch: Batch, s3_endpoint: str, monkeypatch) -> None:
