@@ -16,8 +16,8 @@ from scene_requests import scene_request
 
 from worldstereo.config import GeneratorSettings, ModelPaths, Settings, StorageSettings, TrajectorySettings
 from worldstereo.errors import ConfigurationError
-from worldstereo.models.release_loading import read_release_config, wan_dir
-from worldstereo.models.release_model import ReleaseModel
+from worldstereo.models.release.loading import read_release_config, wan_dir
+from worldstereo.models.release.model import ReleaseModel
 from worldstereo.models.samplers import DMDSampler, UniPCSampler
 from worldstereo.pipeline.generators.worldstereo import (
     WorldStereoGenerator,

@@ -11,12 +11,13 @@ from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3
 
 from worldstereo.bench.model import run_model_benchmark
 from worldstereo.models.codec import decode_keyframes, encode_images
-from worldstereo.models.config import tiny_config
-from worldstereo.models.release_camera import camera_tokens, matrix_to_quaternion, normalize_cameras, release_plucker
-from worldstereo.models.release_config import ControlNetConfig, tiny_controlnet, wan_i2v_14b, wan_i2v_tiny
-from worldstereo.models.release_transformer import ControlInputs, ReferenceInputs, ReleaseTransformer
+from worldstereo.models.paper.config import tiny_config
+from worldstereo.models.release.camera import camera_tokens, matrix_to_quaternion, normalize_cameras, release_plucker
+from worldstereo.models.release.config import ControlNetConfig, tiny_controlnet
+from worldstereo.models.release.transformer import ControlInputs, ReferenceInputs, ReleaseTransformer
 from worldstereo.models.rope import reference_positions
 from worldstereo.models.samplers import DMDSampler, UniPCSampler
+from worldstereo.models.wan import wan_i2v_14b, wan_i2v_tiny
 
 # State-dict keys and shapes of the released classes for four ControlNet configs (built on the meta device).
 MANIFEST = Path(__file__).parent / "data" / "released_2_0_manifest.json"

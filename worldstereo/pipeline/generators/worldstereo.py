@@ -23,9 +23,9 @@ from torch import Tensor
 from worldstereo.config import Settings
 from worldstereo.errors import ConfigurationError
 from worldstereo.models.encoders import ImageEncoder, TextEncoder
-from worldstereo.models.release_config import RELEASE_FRAMES
-from worldstereo.models.release_loading import wan_dir
-from worldstereo.models.release_model import KeyframeClip, ReleaseModel
+from worldstereo.models.release.config import RELEASE_FRAMES
+from worldstereo.models.release.loading import wan_dir
+from worldstereo.models.release.model import KeyframeClip, ReleaseModel
 from worldstereo.pipeline.backends import GeneratedVideo, GenerationRequest, Resources, VideoGenerator
 from worldstereo.pipeline.generators.fitting import model_size, resize
 from worldstereo.pipeline.generators.worldstereo_paper import PromptEmbeddings

@@ -32,9 +32,9 @@ from torch import Tensor
 from worldstereo.config import Settings
 from worldstereo.errors import ConfigurationError
 from worldstereo.geometry.plucker import plucker_rays
-from worldstereo.models.config import WAN_TEXT_TOKENS
 from worldstereo.models.loading import require_component
-from worldstereo.models.model import TRANSFORMER, VAE, WorldStereoModel
+from worldstereo.models.paper.model import TRANSFORMER, VAE, WorldStereoModel
+from worldstereo.models.wan import WAN_TEXT_TOKENS
 from worldstereo.pipeline.backends import GeneratedVideo, GenerationRequest, Resources, VideoGenerator
 from worldstereo.pipeline.generators.fitting import model_size, resize
 

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from diffusers.models.transformers.transformer_wan import WanAttention, WanAttnProcessor
 from torch import Tensor, nn
 
-from worldstereo.models.branch import zero_module
-from worldstereo.models.release_config import ControlNetConfig
+from worldstereo.models.release.config import ControlNetConfig
 from worldstereo.models.rope import PositionalRotaryEmbed
+from worldstereo.models.wan import zero_module
 
 PATCH = (1, 2, 2)
 

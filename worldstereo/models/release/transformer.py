@@ -16,10 +16,10 @@ from diffusers import WanTransformer3DModel
 from diffusers.models.transformers.transformer_wan import WanTransformerBlock
 from torch import Tensor, nn
 
-from worldstereo.models.branch import zero_module
-from worldstereo.models.release_config import RELEASE_FRAMES, ControlNetConfig
-from worldstereo.models.release_controlnet import ReleaseControlNet
+from worldstereo.models.release.config import RELEASE_FRAMES, ControlNetConfig
+from worldstereo.models.release.controlnet import ReleaseControlNet
 from worldstereo.models.rope import PositionalRotaryEmbed, reference_positions
+from worldstereo.models.wan import zero_module
 
 Rotary = tuple[Tensor, Tensor]
 

@@ -18,13 +18,13 @@ from torch import Tensor
 
 from worldstereo.errors import ConfigurationError, InvalidInputError
 from worldstereo.models.codec import decode_keyframes, encode_images, encode_video, frames_to_video
-from worldstereo.models.conditioning import frame_mask
 from worldstereo.models.loading import Placement, load_component
-from worldstereo.models.release_camera import camera_tokens, normalize_cameras, release_plucker
-from worldstereo.models.release_config import ReleaseConfig, Variant
-from worldstereo.models.release_loading import WAN_SETTING, load_release_transformer, read_release_config, wan_dir
-from worldstereo.models.release_transformer import ControlInputs, ReferenceInputs, ReleaseTransformer
+from worldstereo.models.release.camera import camera_tokens, normalize_cameras, release_plucker
+from worldstereo.models.release.config import ReleaseConfig, Variant
+from worldstereo.models.release.loading import WAN_SETTING, load_release_transformer, read_release_config, wan_dir
+from worldstereo.models.release.transformer import ControlInputs, ReferenceInputs, ReleaseTransformer
 from worldstereo.models.samplers import DMDSampler, UniPCSampler
+from worldstereo.models.wan import frame_mask
 
 Sampler = DMDSampler | UniPCSampler
 
@@ -78,7 +78,7 @@ class ReleaseModel:
     def from_pretrained(cls, release_dir: Path | None, wan: Path | None, variant: Variant, *,
                         device: torch.device | str = "cpu", dtype: torch.dtype = torch.bfloat16,
                         offload: bool = False, steps: int | None = None, guidance: float = 5.0) -> ReleaseModel:
-        """Local files only (see :mod:`worldstereo.models.release_loading`)."""
+        """Local files only (see :mod:`worldstereo.models.release.loading`)."""
         config, folder = read_release_config(release_dir, variant)
         wan = wan_dir(wan)
         home = "cpu" if offload else device
