@@ -22,7 +22,7 @@ from worldstereo.models.loading import Placement, load_component
 from worldstereo.models.release.camera import camera_tokens, normalize_cameras, release_plucker
 from worldstereo.models.release.config import ReleaseConfig, Variant
 from worldstereo.models.release.loading import WAN_SETTING, load_release_transformer, read_release_config, wan_dir
-from worldstereo.models.release.transformer import ControlInputs, ReferenceInputs, ReleaseTransformer
+from worldstereo.models.release.transformer import ControlInputs, ReferenceInputs, ReleaseTransformer, autocast
 from worldstereo.models.samplers import DMDSampler, UniPCSampler
 from worldstereo.models.wan import frame_mask
 
@@ -158,8 +158,9 @@ class ReleaseModel:
 
         def velocity(latents: Tensor, timestep: Tensor) -> Tensor:
             hidden = torch.cat([latents, conditioning.image_condition], dim=1).to(dtype)
-            return self.transformer(hidden, timestep, prompt, image, conditioning.control, conditioning.references,
-                                    conditioning.camera_tokens).float()
+            with autocast(self.device, dtype):
+                return self.transformer(hidden, timestep, prompt, image, conditioning.control,
+                                        conditioning.references, conditioning.camera_tokens).float()
 
         return velocity
 
