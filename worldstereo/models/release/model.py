@@ -57,6 +57,19 @@ class KeyframeClip:
         return len(self.renders)
 
 
+def camera_conditions(clip: KeyframeClip, device: torch.device) -> tuple[Tensor, tuple[Tensor | None, Tensor | None]]:
+    """The ControlNet's ``[1, 7, F, H, W]`` (hole mask, frame 0 none; Plücker rays of the normalised cameras) and
+    the camera tokens of targets ``[F, 7]`` and references ``[R, 7]`` (``None`` without references)."""
+    height, width = clip.image.shape[:2]
+    holes = clip.holes.to(device, torch.float32).clone()
+    holes[0] = 0
+    rays = release_plucker(normalize_cameras(clip.w2c.to(device)), clip.intrinsics.to(device), height, width)
+    condition = torch.cat([holes[:, None], rays], dim=1).transpose(0, 1)[None]
+    if clip.reference_w2c is None or not len(clip.reference_w2c):
+        return condition, (None, None)
+    return condition, camera_tokens(clip.w2c.to(device), clip.reference_w2c.to(device))
+
+
 @dataclass(frozen=True)
 class ReleaseConditioning:
     image_condition: Tensor  # [1, 4 + z, F, h, w]
@@ -133,14 +146,10 @@ class ReleaseModel:
         renders = load(clip.renders).clone()
         renders[0] = image
         render_latents = encode_images(self.vae, renders)
-        holes = load(clip.holes).clone()
-        holes[0] = 0
-        rays = release_plucker(normalize_cameras(clip.w2c.to(device)), clip.intrinsics.to(device), height, width)
-        condition = torch.cat([holes[:, None], rays.to(device)], dim=1).transpose(0, 1)[None]
+        condition, (targets, refs) = camera_conditions(clip, device)
         references = tokens = None
         if self.config.memory and clip.reference_images is not None and len(clip.reference_images):
             reference_latents = encode_images(self.vae, load(clip.reference_images))
-            targets, refs = camera_tokens(clip.w2c.to(device), clip.reference_w2c.to(device))
             use_tokens = self.transformer.uses_camera_tokens
             references = ReferenceInputs(reference_latents, clip.ref_index.to(device).long(),
                                          refs[None] if use_tokens else None)
