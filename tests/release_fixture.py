@@ -20,16 +20,16 @@ from transformers import (
     UMT5EncoderModel,
 )
 
-from worldstereo.models.config import tiny_config
-from worldstereo.models.release_config import (
+from worldstereo.models.paper.config import tiny_config
+from worldstereo.models.release.config import (
     VARIANTS,
     DMDSchedule,
     ReleaseConfig,
     tiny_controlnet,
     variant_folder,
-    wan_i2v_tiny,
 )
-from worldstereo.models.release_transformer import ReleaseTransformer
+from worldstereo.models.release.transformer import ReleaseTransformer
+from worldstereo.models.wan import wan_i2v_tiny
 
 TEXT_DIM, IMAGE_DIM, CLIP_SIZE = 32, 16, 32
 WORDS = ["a", "photo", "of", "the", "room", "garden", "street", "red", "blue", "car", "tree", "house", "view"]

@@ -22,10 +22,11 @@ from worldstereo.models import (
     full_config,
     tiny_config,
 )
-from worldstereo.models.camera_controlnet import CameraConditionEmbedding
-from worldstereo.models.conditioning import CameraGuidance, Conditioning, StereoMemory, latent_frame_indices
 from worldstereo.models.loading import Placement
+from worldstereo.models.paper.camera_controlnet import CameraConditionEmbedding
+from worldstereo.models.paper.conditioning import CameraGuidance, Conditioning, StereoMemory
 from worldstereo.models.rope import PositionalRotaryEmbed, grid_positions, stitched_positions
+from worldstereo.models.wan import latent_frame_indices
 
 SIZE = 32  # tiny clips: 32 x 32 pixels -> 4 x 4 latents -> 2 x 2 tokens per frame
 

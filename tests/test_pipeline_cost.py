@@ -187,3 +187,38 @@ def test_pipeline_benchmark_reports_every_step(pointmaps: bool, repeats: int) ->
     assert result["per_trajectory_s"] == sorted(run["per_trajectory_s"] for run in result["runs"])[(repeats - 1) // 2]
     assert result["export_s"] == sorted(run["export_s"] for run in result["runs"])[(repeats - 1) // 2]
     assert "per_trajectory_s" in format_report(result) and ("3 runs (medians above)" in format_report(result)) == (repeats == 3)
+
+
+def test_release_path_reports_network_calls_apart() -> None:
+    result = run_pipeline_benchmark(frames=21, scale=0.125, path="release")
+    assert result["path"] == "release" and [t["clip_frames"] for t in result["trajectories"]] == [21] * 4
+    for trajectory in result["trajectories"]:
+        steps = trajectory["steps"]
+        assert trajectory["network_s"] > 0 and steps["reconstruct"] >= trajectory["network_s"]
+        assert trajectory["seconds"] == pytest.approx(sum(steps.values()) - trajectory["network_s"])
+        assert steps["generate"] > 0 and steps["pointmaps"] == 0
+    sizes = [result["init_cache_points"]] + [t["cache_points"] for t in result["trajectories"]]
+    assert sizes == sorted(sizes) and sizes[-1] > sizes[0]  # the tiny network's depth reaches the cache
+    report = format_report(result)
+    assert "release path" in report and "network" in report and "total (-net)" in report
+    with pytest.raises(ValueError, match="pointmaps"):
+        run_pipeline_benchmark(frames=21, path="release", pointmaps=True)
+
+
+def test_release_stand_in_builds_the_network_conditions(tmp_path) -> None:
+    from scene_requests import scene_request
+
+    from worldstereo.bench.release_path import release_generator
+    from worldstereo.config import Settings
+    from worldstereo.models.release.model import camera_conditions
+    from worldstereo.pipeline.generators.worldstereo import bucket_size, keyframe_clip
+
+    request = scene_request(tmp_path, frames=5)
+    generator = release_generator(Settings(device="cpu"), tmp_path / "embeddings.safetensors")
+    video = generator.generate(request)
+    assert video.frames.shape == request.ggm.rgb.shape and video.depth is None
+    size = bucket_size(*request.image.shape[:2], generator.model.config.scale_map, 16)
+    clip = keyframe_clip(request, size, 8, memory=True)
+    condition, (targets, refs) = camera_conditions(clip, torch.device("cpu"))
+    assert condition.shape == (1, 7, 5, *size) and targets.shape == (5, 7) and refs.shape[1] == 7
+    assert torch.equal(condition[0, 0, 0], torch.zeros(size)) and torch.isfinite(condition).all()

@@ -8,21 +8,25 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from release_fixture import write_tiny_release, write_worldmirror_checkout
 from safetensors.torch import load_file, save_file
 from scene_requests import scene_request
 
 from worldstereo.config import GeneratorSettings, ModelPaths, Settings, StorageSettings, TrajectorySettings
 from worldstereo.errors import ConfigurationError
-from worldstereo.models.release_loading import read_release_config, wan_dir
-from worldstereo.models.release_model import ReleaseModel
+from worldstereo.models.release.loading import read_release_config, wan_dir
+from worldstereo.models.release.model import ReleaseModel
 from worldstereo.models.samplers import DMDSampler, UniPCSampler
 from worldstereo.pipeline.generators.worldstereo import (
     WorldStereoGenerator,
     bucket_size,
     derived_ref_index,
+    keyframe_clip,
     text_key,
 )
 from worldstereo.pipeline.local import process_scene, read_local_input
@@ -198,3 +202,17 @@ def test_bucket_and_reference_slots():
     # a reference retrieved for trajectory frame i sits beside latent frame i (slot i - 1)
     assert derived_ref_index(torch.tensor([1, 5, 20]), 21).tolist() == [0, 4, 19]
     assert derived_ref_index(torch.tensor([0, 9]), 5).tolist() == [0, 3]
+
+
+def test_clip_is_resized_as_the_release_data_code(tmp_path):
+    request = scene_request(tmp_path)  # 120x192 start frame
+    size = (96, 160)
+    clip = keyframe_clip(request, size, max_references=8, memory=True)
+    pixels = (request.image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    pil = Image.fromarray(pixels).resize((160, 96), Image.Resampling.BICUBIC)  # PIL's bicubic on 8-bit RGB
+    assert torch.equal(clip.image, torch.from_numpy(np.asarray(pil).copy()).float() / 255)
+    renders = F.interpolate(request.ggm.rgb.permute(0, 3, 1, 2).float(), size=size, mode="bicubic")
+    assert torch.equal(clip.renders, renders.permute(0, 2, 3, 1).clamp(0, 1))
+    holes = F.interpolate(request.ggm.mask[:, None].float(), size=size, mode="nearest")[:, 0]
+    assert torch.equal(clip.holes, holes) and set(clip.holes.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(clip.intrinsics, request.cameras.resized(*size).K.float())

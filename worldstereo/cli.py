@@ -278,11 +278,16 @@ def bench_pipeline(
     device: str = "cpu",
     pointmaps: Annotated[bool, typer.Option(help="Also build SSM pointmaps (worldstereo-paper reads them).")] = False,
     repeats: Annotated[int, typer.Option(help="Runs of the scene; the medians are reported.")] = 1,
+    path: Annotated[str, typer.Option(help="oracle | release (released generator's pre-processing, release "
+                                           "memory rules, depth-anything-3 with a tiny network)")] = "oracle",
 ) -> None:
     """Seconds per trajectory step and per export outside the model, on the synthetic room."""
     from worldstereo.bench.pipeline import format_report, run_pipeline_benchmark
 
-    result = run_pipeline_benchmark(frames=frames, scale=scale, device=device, pointmaps=pointmaps, repeats=repeats)
+    if path not in ("oracle", "release"):
+        raise typer.BadParameter(f"--path must be oracle or release, not {path!r}")
+    result = run_pipeline_benchmark(frames=frames, scale=scale, device=device, pointmaps=pointmaps, repeats=repeats,
+                                    path=path)
     emit(result, format_report(result), json_path)
 
 

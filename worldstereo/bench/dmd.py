@@ -10,8 +10,8 @@ import time
 
 import torch
 
-from worldstereo.models.config import WorldStereoConfig, tiny_config
-from worldstereo.models.model import WorldStereoModel
+from worldstereo.models.paper.config import WorldStereoConfig, tiny_config
+from worldstereo.models.paper.model import WorldStereoModel
 
 
 def synthetic_clip(model: WorldStereoModel, frames: int, height: int, width: int, seed: int = 0) -> dict:

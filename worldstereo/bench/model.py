@@ -16,20 +16,19 @@ from typing import Literal
 import torch
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler
 
-from worldstereo.models.config import tiny_config
 from worldstereo.models.loading import keeps_fp32
-from worldstereo.models.release_config import (
+from worldstereo.models.paper.config import tiny_config
+from worldstereo.models.release.config import (
     DMDSchedule,
     ReleaseConfig,
     Variant,
     release_controlnet,
     tiny_controlnet,
-    wan_i2v_14b,
-    wan_i2v_tiny,
 )
-from worldstereo.models.release_model import KeyframeClip, ReleaseModel, make_sampler
-from worldstereo.models.release_transformer import ReleaseTransformer
+from worldstereo.models.release.model import KeyframeClip, ReleaseModel, make_sampler
+from worldstereo.models.release.transformer import ReleaseTransformer
 from worldstereo.models.rope import PositionalRotaryEmbed
+from worldstereo.models.wan import wan_i2v_14b, wan_i2v_tiny
 
 Size = Literal["tiny", "full"]
 CLIP_TOKENS = 257  # CLIP ViT-H/14 at 224 px: 16 x 16 patches + class token

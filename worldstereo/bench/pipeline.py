@@ -1,8 +1,11 @@
 """Cost of the pipeline around the model: one synthetic scene through every stage with a zero-cost generator.
 
-The generator returns the GGM condition itself (colour and depth of the rendered 3D cache; holes have
-no depth), so each trajectory pays everything but the model: GGM render, retrieval, pointmaps,
-reconstruction (back-projection), cache and memory-bank updates, video encodes and snapshots.
+Path ``oracle``: the generator returns the GGM condition itself (colour and depth of the rendered 3D cache;
+holes have no depth), so each trajectory pays everything but the model: GGM render, retrieval, pointmaps,
+reconstruction (back-projection), cache and memory-bank updates, video encodes and snapshots. Path
+``release``: what a run of the released model pays (``worldstereo.bench.release_path``): 21-keyframe clips, the
+release memory rules, the released generator's pre-processing around a zero-cost stand-in, and the
+``depth-anything-3`` reconstructor with a tiny network whose calls are reported apart.
 The scene is the bundled synthetic room rendered at the working size, so figures repeat run to run.
 """
 
@@ -13,10 +16,12 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
 
 import torch
 
-from worldstereo.config import Settings, StorageSettings, TrajectorySettings
+from worldstereo.bench.release_path import NetworkClock, release_generator, release_reconstructor
+from worldstereo.config import MemorySettings, Settings, StorageSettings, TrajectorySettings
 from worldstereo.inputs import SceneInput
 from worldstereo.pipeline import scene as stages
 from worldstereo.pipeline.backends import GeneratedVideo, GenerationRequest
@@ -48,9 +53,16 @@ def benchmark_input(settings: Settings, seed: int = 0) -> SceneInput:
                       {"kind": "room", "seed": seed})
 
 
+BenchPath = Literal["oracle", "release"]
+
+
 def run_pipeline_benchmark(frames: int = 81, scale: float = 1.0, device: str = "cpu", pointmaps: bool = False,
-                           repeats: int = 1) -> dict:
+                           repeats: int = 1, path: BenchPath = "oracle") -> dict:
     """Per-trajectory step seconds, ``per_trajectory_s`` (mean, model excluded), ``export_s`` and cache sizes.
+
+    ``path="release"`` runs the release path; its ``per_trajectory_s`` excludes only the network calls
+    (``network_s``: the reconstructor's network; the generator's stand-in costs nothing), so the generator's
+    pre-processing counts in ``generate``.
 
     The requests carry what the default generators read; ``pointmaps`` adds the SSM pointmaps that only the
     ``worldstereo-paper`` generator reads. The scene runs ``repeats`` times: the steps and ``per_trajectory_s``
@@ -62,8 +74,11 @@ def run_pipeline_benchmark(frames: int = 81, scale: float = 1.0, device: str = "
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
+    if path == "release" and pointmaps:
+        raise ValueError("the release path builds no pointmaps (the released generator does not read them)")
+    generator = "worldstereo" if path == "release" else "worldstereo-paper" if pointmaps else "oracle"
     settings = Settings(device=device, trajectory=TrajectorySettings(num_frames=frames), resolution_scale=scale,
-                        generator="worldstereo-paper" if pointmaps else "oracle")
+                        generator=generator, memory=MemorySettings(rules="release" if path == "release" else "paper"))
     cold = _run_scene(settings) if settings.resolved_device().startswith("cuda") else None
     runs = [_run_scene(settings) for _ in range(repeats)]
     result = sorted(runs, key=lambda run: run["per_trajectory_s"])[(repeats - 1) // 2]
@@ -77,9 +92,10 @@ def run_pipeline_benchmark(frames: int = 81, scale: float = 1.0, device: str = "
         "height": height,
         "width": width,
         "pointmaps": pointmaps,
+        "path": path,
         **result,
         "export_s": statistics.median(run["export_s"] for run in runs),
-        "runs": [{key: run[key] for key in ("per_trajectory_s", "export_s")} for run in runs],
+        "runs": [{key: run[key] for key in ("per_trajectory_s", "network_s", "export_s")} for run in runs],
         "cold_per_trajectory_s": cold["per_trajectory_s"] if cold else None,
     }
 
@@ -95,19 +111,32 @@ def _run_scene(settings: Settings) -> dict:
         init = stages.run_init(ctx, scene, SidecarDepth(settings).estimate)
         init_s = time.perf_counter() - started
         names = stages.trajectory_names(ctx)
-        reconstruct = RenderedDepthReconstructor(settings).reconstruct
+        release = settings.generator == "worldstereo"
+        clock = NetworkClock()
+        if release:
+            generator = release_generator(settings, Path(tmp) / "embeddings.safetensors")
+            generate, clip_fn = generator.generate, generator.clip_frames
+            reconstruct = release_reconstructor(settings, clock).reconstruct
+        else:
+            generate, clip_fn = ggm_generator, None
+            reconstruct = RenderedDepthReconstructor(settings).reconstruct
         trajectories = []
         for name in names:
+            network, network_cpu = clock.wall, clock.cpu
             with collect_steps() as times:
                 started, cpu = time.perf_counter(), time.process_time()
-                result = stages.run_trajectory(ctx, name, ggm_generator, reconstruct, names)
+                result = stages.run_trajectory(ctx, name, generate, reconstruct, names, clip_fn)
                 total, total_cpu = time.perf_counter() - started, time.process_time() - cpu
             steps = {key: times.wall.get(key, 0.0) for key in STEPS}
             steps["other"] = total - sum(steps.values())
             steps_cpu = {key: times.cpu.get(key, 0.0) for key in STEPS}
             steps_cpu["other"] = total_cpu - sum(steps_cpu.values())
-            trajectories.append({"name": name, "seconds": total - steps["generate"], "steps": steps,
-                                 "cpu_seconds": total_cpu - steps_cpu["generate"], "steps_cpu": steps_cpu,
+            network, network_cpu = clock.wall - network, clock.cpu - network_cpu
+            model, model_cpu = (network, network_cpu) if release else (steps["generate"], steps_cpu["generate"])
+            trajectories.append({"name": name, "seconds": total - model, "steps": steps,
+                                 "cpu_seconds": total_cpu - model_cpu, "steps_cpu": steps_cpu,
+                                 "network_s": network, "network_cpu_s": network_cpu,
+                                 "clip_frames": int(result.metrics["frames"]),
                                  "cache_points": int(result.metrics["cache_points"]),
                                  "points_added": int(result.metrics["points_added"])})
         started, cpu = time.perf_counter(), time.process_time()
@@ -121,6 +150,7 @@ def _run_scene(settings: Settings) -> dict:
         "steps_mean_cpu_s": _mean(trajectories, "steps_cpu"),
         "per_trajectory_s": statistics.mean(t["seconds"] for t in trajectories),
         "per_trajectory_cpu_s": statistics.mean(t["cpu_seconds"] for t in trajectories),
+        "network_s": statistics.mean(t["network_s"] for t in trajectories),
         "export_s": export_s,
         "export_cpu_s": export_cpu_s,
         "fused_points": trajectories[-1]["cache_points"] if trajectories else int(init.metrics["cache_points"]),
@@ -134,8 +164,10 @@ def _mean(trajectories: list[dict], field: str) -> dict[str, float]:
 def format_report(result: dict) -> str:
     """Human-readable table of :func:`run_pipeline_benchmark`: wall seconds per step and trajectory, mean CPU."""
     names = [t["name"] for t in result["trajectories"]]
+    outside = "the network calls" if result["path"] == "release" else "the model"
     lines = [
-        f"pipeline without the model: {result['frames']} frames at {result['height']}x{result['width']}, "
+        f"pipeline without {outside} ({result['path']} path): {result['frames']} planned frames at "
+        f"{result['height']}x{result['width']}, clips of {result['trajectories'][0]['clip_frames']}, "
         f"device {result['device']}, torch threads {result['torch_threads']}, load {result['load_average']:.2f}, "
         f"pointmaps {'on' if result['pointmaps'] else 'off'}",
         f"init {result['init_s']:.2f} s, cache {result['init_cache_points']:,} points",
@@ -145,7 +177,12 @@ def format_report(result: dict) -> str:
         row = [t["steps"][key] for t in result["trajectories"]]
         lines.append(f"{key:<14}" + "".join(f"{v:11.3f}" for v in row)
                      + f"{result['steps_mean_s'][key]:11.3f}{result['steps_mean_cpu_s'][key]:11.3f}")
-    lines.append(f"{'total (-gen)':<14}" + "".join(f"{t['seconds']:11.3f}" for t in result["trajectories"])
+    if result["path"] == "release":
+        lines.append(f"{'network':<14}" + "".join(f"{t['network_s']:11.3f}" for t in result["trajectories"])
+                     + f"{result['network_s']:11.3f}"
+                     + f"{statistics.mean(t['network_cpu_s'] for t in result['trajectories']):11.3f}")
+    label = "total (-net)" if result["path"] == "release" else "total (-gen)"
+    lines.append(f"{label:<14}" + "".join(f"{t['seconds']:11.3f}" for t in result["trajectories"])
                  + f"{result['per_trajectory_s']:11.3f}{result['per_trajectory_cpu_s']:11.3f}")
     lines.append(f"{'cache points':<14}" + "".join(f"{t['cache_points']:>11,}" for t in result["trajectories"]))
     lines.append(f"per_trajectory_s {result['per_trajectory_s']:.3f} (cpu {result['per_trajectory_cpu_s']:.3f}), "

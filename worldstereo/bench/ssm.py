@@ -11,8 +11,8 @@ import time
 
 import torch
 
-from worldstereo.models.config import SSMAttention
-from worldstereo.models.ssm_branch import SpatialStereoMemory
+from worldstereo.models.paper.config import SSMAttention
+from worldstereo.models.paper.ssm_branch import SpatialStereoMemory
 
 
 def branch_flops(sequences: int, tokens: int, dim: int, ffn_dim: int, context: int, layers: int) -> float:

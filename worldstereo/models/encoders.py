@@ -17,7 +17,7 @@ from PIL import Image
 from torch import Tensor
 from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPVisionModel, UMT5EncoderModel
 
-from worldstereo.models.config import WAN_TEXT_TOKENS
+from worldstereo.models.wan import WAN_TEXT_TOKENS
 
 
 def clean_prompt(text: str) -> str:

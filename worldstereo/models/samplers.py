@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from diffusers import UniPCMultistepScheduler
 from torch import Tensor
@@ -23,6 +24,16 @@ NUM_TRAIN_TIMESTEPS = 1000
 def shift_sigmas(sigmas: Tensor, shift: float) -> Tensor:
     """Wan/SD3 timestep shift ``σ' = sσ / (1 + (s - 1)σ)`` (s > 1 spends more steps at high noise)."""
     return shift * sigmas / (1 + (shift - 1) * sigmas)
+
+
+def unipc_flow_grid(steps: int, shift: float, train_timesteps: int = NUM_TRAIN_TIMESTEPS,
+                    final_sigma: Literal["zero", "sigma_min"] = "zero") -> tuple[Tensor, Tensor]:
+    """diffusers 0.36.0's UniPC flow grid (the release's pin): ``σ = shift(1 - linspace(1, 1/T, n + 1))`` reversed
+    without its last (0), timesteps ``⌊Tσ⌋`` (int64), sigmas float32 followed by the final σ (0 or the last σ)."""
+    base = torch.from_numpy(1.0 - np.linspace(1, 1 / train_timesteps, steps + 1))  # numpy's float64 linspace
+    sigmas = shift_sigmas(base, shift).flip(0)[:-1]
+    last = sigmas[-1:] if final_sigma == "sigma_min" else sigmas.new_zeros(1)
+    return (sigmas * train_timesteps).long(), torch.cat([sigmas, last]).float()
 
 
 def euler(noise: Tensor, sigmas: Tensor, velocity: Denoiser, scale: float = NUM_TRAIN_TIMESTEPS) -> Tensor:
@@ -96,15 +107,16 @@ class DMDSampler:
         if self.steps < 1:
             raise ValueError("steps must be positive")
 
-    def sigmas(self) -> Tensor:
-        start = self.end / self.steps if self.start is None else self.start
-        timesteps = torch.linspace(start, self.end, self.steps, dtype=torch.float64).flip(0)
-        sigmas = shift_sigmas(timesteps / self.end, self.shift)
-        return torch.cat([sigmas, sigmas.new_zeros(1)])
-
     def timesteps(self) -> Tensor:
-        """The ``steps`` model timesteps ``end σ``."""
-        return self.sigmas()[:-1] * self.end
+        """The ``steps`` model timesteps ``end σ``, in float32 as the release computes them."""
+        start = self.end / self.steps if self.start is None else self.start
+        u = torch.from_numpy(np.linspace(start, self.end, self.steps, dtype=np.float32)[::-1].copy()) / self.end
+        return shift_sigmas(u, self.shift) * self.end
+
+    def sigmas(self) -> Tensor:
+        """``timesteps / end`` (float32), then 0."""
+        sigmas = self.timesteps() / self.end
+        return torch.cat([sigmas, sigmas.new_zeros(1)])
 
     def sample(self, noise: Tensor, denoiser: Denoiser, unconditional: Denoiser | None = None) -> Tensor:
         return euler(noise, self.sigmas(), denoiser, self.end)
@@ -112,16 +124,26 @@ class DMDSampler:
 
 @dataclass(frozen=True)
 class UniPCSampler(GuidedSampler):
-    """diffusers' ``UniPCMultistepScheduler`` built from the base model's scheduler config (unchanged)."""
+    """diffusers' ``UniPCMultistepScheduler`` built from the base model's scheduler config (unchanged); a flow-sigma
+    config gets the grid of diffusers 0.36.0 (:func:`unipc_flow_grid`), whatever diffusers is installed."""
 
     scheduler_config: Mapping[str, Any] = field(default_factory=dict)
 
     def timesteps(self) -> Tensor:
         return self._scheduler("cpu").timesteps
 
+    def sigmas(self) -> Tensor:
+        """The ``steps + 1`` noise levels the solver steps through (float32)."""
+        return self._scheduler("cpu").sigmas
+
     def _scheduler(self, device: torch.device | str) -> UniPCMultistepScheduler:
         scheduler = UniPCMultistepScheduler.from_config(dict(self.scheduler_config))
         scheduler.set_timesteps(self.steps, device=device)
+        config = scheduler.config
+        if config.use_flow_sigmas and not config.get("use_dynamic_shifting", False):
+            timesteps, sigmas = unipc_flow_grid(self.steps, config.flow_shift, config.num_train_timesteps,
+                                                config.final_sigmas_type)
+            scheduler.timesteps, scheduler.sigmas = timesteps.to(device), sigmas
         return scheduler
 
     def sample(self, noise: Tensor, conditional: Denoiser, unconditional: Denoiser | None = None) -> Tensor:

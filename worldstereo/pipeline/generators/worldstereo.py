@@ -23,11 +23,11 @@ from torch import Tensor
 from worldstereo.config import Settings
 from worldstereo.errors import ConfigurationError
 from worldstereo.models.encoders import ImageEncoder, TextEncoder
-from worldstereo.models.release_config import RELEASE_FRAMES
-from worldstereo.models.release_loading import wan_dir
-from worldstereo.models.release_model import KeyframeClip, ReleaseModel
+from worldstereo.models.release.config import RELEASE_FRAMES
+from worldstereo.models.release.loading import wan_dir
+from worldstereo.models.release.model import KeyframeClip, ReleaseModel
 from worldstereo.pipeline.backends import GeneratedVideo, GenerationRequest, Resources, VideoGenerator
-from worldstereo.pipeline.generators.fitting import model_size, resize
+from worldstereo.pipeline.generators.fitting import model_size, pil_bicubic, resize
 from worldstereo.pipeline.generators.worldstereo_paper import PromptEmbeddings
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,8 @@ def bucket_size(height: int, width: int, scale_map, multiple: int) -> tuple[int,
 
 def keyframe_clip(request: GenerationRequest, size: tuple[int, int], max_references: int, memory: bool
                   ) -> KeyframeClip:
-    """The request at the model's size: photos bilinear, cache renders bilinear, holes nearest; cameras resized."""
+    """The request at the model's size as the release's data code makes it: the image by PIL's bicubic filter on
+    8-bit pixels, cache renders (clamped) and references bicubic, holes nearest; cameras resized."""
     frames = len(request.cameras)
     cameras = request.cameras.resized(*size)
     ggm = request.ggm
@@ -95,12 +96,12 @@ def keyframe_clip(request: GenerationRequest, size: tuple[int, int], max_referen
         keep = torch.arange(len(refs.images))
         if len(keep) > max_references:
             keep = torch.linspace(0, len(keep) - 1, max_references).round().long()
-        references = pixels(refs.images[keep], "bilinear")
+        references = pixels(refs.images[keep], "bicubic")
         ref_w2c = refs.cameras.w2c[keep].float()
         ref_index = index[keep]
     return KeyframeClip(
-        image=pixels(request.image[None], "bilinear")[0],
-        renders=pixels(ggm.rgb, "bilinear"),
+        image=pil_bicubic(request.image.float(), size),
+        renders=pixels(ggm.rgb, "bicubic").clamp(0, 1),
         holes=pixels(ggm.mask[..., None], "nearest")[..., 0],
         w2c=cameras.w2c.float(),
         intrinsics=cameras.K.float(),

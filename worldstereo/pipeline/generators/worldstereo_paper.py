@@ -32,9 +32,9 @@ from torch import Tensor
 from worldstereo.config import Settings
 from worldstereo.errors import ConfigurationError
 from worldstereo.geometry.plucker import plucker_rays
-from worldstereo.models.config import WAN_TEXT_TOKENS
 from worldstereo.models.loading import require_component
-from worldstereo.models.model import TRANSFORMER, VAE, WorldStereoModel
+from worldstereo.models.paper.model import TRANSFORMER, VAE, WorldStereoModel
+from worldstereo.models.wan import WAN_TEXT_TOKENS
 from worldstereo.pipeline.backends import GeneratedVideo, GenerationRequest, Resources, VideoGenerator
 from worldstereo.pipeline.generators.fitting import model_size, resize
 
@@ -153,18 +153,18 @@ def model_inputs(
     """The request resampled to ``size`` and padded to ``frames`` frames (module docstring), on ``device``."""
     ggm, refs = request.ggm, request.references
 
-    def pixels(images: Tensor, mode: Literal["bilinear", "nearest"]) -> Tensor:
+    def pixels(images: Tensor, mode: Literal["bilinear", "nearest-exact"]) -> Tensor:
         return resize(images.to(device, torch.float32), size, mode)
 
-    covered = pixels((~ggm.mask)[..., None], "nearest")[..., 0]
+    covered = pixels((~ggm.mask)[..., None], "nearest-exact")[..., 0]
     plucker = plucker_rays(request.cameras.resized(*size).to(device))
     return ModelInputs(
         image=pixels(request.image[None], "bilinear")[0],
-        cache_renders=hold_last(pixels(ggm.rgb, "nearest"), frames),
+        cache_renders=hold_last(pixels(ggm.rgb, "nearest-exact"), frames),
         render_masks=hold_last(covered, frames),
         plucker=hold_last(plucker.to(device, torch.float32), frames),
         references=pixels(refs.images, "bilinear"),
-        pointmaps=(pixels(refs.target_pointmaps, "nearest"), pixels(refs.reference_pointmaps, "nearest")),
+        pointmaps=(pixels(refs.target_pointmaps, "nearest-exact"), pixels(refs.reference_pointmaps, "nearest-exact")),
         target_indices=refs.target_indices.to(device),
     )
 

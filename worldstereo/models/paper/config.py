@@ -7,12 +7,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
-from worldstereo.models.release_config import wan_i2v_14b
+from worldstereo.models.wan import wan_i2v_14b
 
 SSMAttention = Literal["pair", "joint"]
-
-# diffusers' Wan attention splits the cross-attention context as [image tokens; 512 text tokens].
-WAN_TEXT_TOKENS = 512
 
 
 @dataclass(frozen=True)
@@ -81,7 +78,7 @@ class WorldStereoConfig:
         }
 
     def camera_kwargs(self) -> dict[str, Any]:
-        """Arguments of :class:`~worldstereo.models.camera_controlnet.CameraControlNet`."""
+        """Arguments of :class:`~worldstereo.models.paper.camera_controlnet.CameraControlNet`."""
         # noisy latents + Wan's frame mask (one channel per frame of a latent group) + cache latents
         in_channels = 2 * self.latent_channels + self.temporal_compression
         return self._branch_kwargs(self.camera) | {
@@ -92,7 +89,7 @@ class WorldStereoConfig:
         }
 
     def ssm_kwargs(self) -> dict[str, Any]:
-        """Arguments of :class:`~worldstereo.models.ssm_branch.SpatialStereoMemory`."""
+        """Arguments of :class:`~worldstereo.models.paper.ssm_branch.SpatialStereoMemory`."""
         return self._branch_kwargs(self.ssm) | {
             "latent_channels": self.latent_channels,
             "attention": self.ssm_attention,

@@ -10,10 +10,10 @@ from diffusers import WanTransformer3DModel
 from torch import Tensor, nn
 
 from worldstereo.errors import ConfigurationError
-from worldstereo.models.branch import Residual
-from worldstereo.models.camera_controlnet import CameraControlNet
-from worldstereo.models.conditioning import Conditioning
-from worldstereo.models.ssm_branch import SpatialStereoMemory
+from worldstereo.models.paper.branch import Residual
+from worldstereo.models.paper.camera_controlnet import CameraControlNet
+from worldstereo.models.paper.conditioning import Conditioning
+from worldstereo.models.paper.ssm_branch import SpatialStereoMemory
 
 
 class _Injection:

@@ -16,10 +16,10 @@ from diffusers import WanTransformer3DModel
 from diffusers.models.transformers.transformer_wan import WanTransformerBlock
 from torch import Tensor, nn
 
-from worldstereo.models.branch import zero_module
-from worldstereo.models.release_config import RELEASE_FRAMES, ControlNetConfig
-from worldstereo.models.release_controlnet import ReleaseControlNet
+from worldstereo.models.release.config import RELEASE_FRAMES, ControlNetConfig
+from worldstereo.models.release.controlnet import ReleaseControlNet
 from worldstereo.models.rope import PositionalRotaryEmbed, reference_positions
+from worldstereo.models.wan import zero_module
 
 Rotary = tuple[Tensor, Tensor]
 
@@ -50,6 +50,12 @@ class ReferenceBlock(WanTransformerBlock):
         return both[:, count:], both[:, :count]
 
 
+def autocast(device: torch.device, dtype: torch.dtype) -> torch.autocast:
+    """The release's precision: a half-precision backbone runs under autocast to its dtype (float32-kept parts
+    compute their matmuls in half precision, norms in float32); float32 runs without it."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype in (torch.bfloat16, torch.float16))
+
+
 def camera_mlp(in_dim: int, dim: int) -> nn.Sequential:
     """Per-frame camera token: Linear → SiLU → Linear → SiLU → zero Linear (keys ``0, 2, 4``)."""
     return nn.Sequential(
@@ -76,7 +82,13 @@ class ReferenceInputs:
 
 class ReleaseTransformer(WanTransformer3DModel):
     """``WanTransformer3DModel`` + ``controlnet`` (+ ``camera_embedding``/``ref_index_embedding`` and reference
-    blocks for memory variants). Built from the Wan config dict and the variant's ``controlnet_cfg``."""
+    blocks for memory variants). Built from the Wan config dict and the variant's ``controlnet_cfg``.
+
+    As released, the ControlNet and the camera embedding stay float32 beside a half-precision backbone (they run
+    under the caller's autocast, see :func:`autocast`)."""
+
+    _keep_in_fp32_modules = [*WanTransformer3DModel._keep_in_fp32_modules, "controlnet", "camera_embedding",
+                             "ref_index_embedding"]
 
     def __init__(self, wan_config: dict[str, Any], controlnet: ControlNetConfig, *, memory: bool) -> None:
         config = {key: value for key, value in wan_config.items() if not key.startswith("_")}

@@ -12,14 +12,15 @@ from torch import Tensor
 
 from worldstereo.config import Settings
 from worldstereo.errors import ConfigurationError, InvalidInputError
-from worldstereo.models.camera_controlnet import CameraControlNet
 from worldstereo.models.codec import decode_frames
-from worldstereo.models.conditioning import Conditioning, build_conditioning
-from worldstereo.models.config import WAN_TEXT_TOKENS, WorldStereoConfig
 from worldstereo.models.loading import Placement, build, load_component, require_component
+from worldstereo.models.paper.camera_controlnet import CameraControlNet
+from worldstereo.models.paper.conditioning import Conditioning, build_conditioning
+from worldstereo.models.paper.config import WorldStereoConfig
+from worldstereo.models.paper.ssm_branch import SpatialStereoMemory
+from worldstereo.models.paper.transformer import WorldStereoTransformer
 from worldstereo.models.samplers import Denoiser, DMDSampler, FlowMatchingSampler
-from worldstereo.models.ssm_branch import SpatialStereoMemory
-from worldstereo.models.worldstereo_transformer import WorldStereoTransformer
+from worldstereo.models.wan import WAN_TEXT_TOKENS
 
 SamplerName = Literal["dmd", "flow"]
 DEFAULT_STEPS = {"dmd": 4, "flow": 40}
@@ -150,7 +151,7 @@ class WorldStereoModel:
         pointmaps: tuple[Tensor, Tensor] | None = None,
         target_indices: Sequence[int] | Tensor | None = None,
     ) -> Conditioning:
-        """Pixels → :class:`Conditioning` (see :func:`~worldstereo.models.conditioning.build_conditioning`)."""
+        """Pixels → :class:`Conditioning` (see :func:`~worldstereo.models.paper.conditioning.build_conditioning`)."""
         if self.transformer.backbone.config.image_dim is not None and image_embeds is None:
             raise InvalidInputError("this I2V backbone needs image_embeds (image-encoder tokens of the input image)")
         if references is not None and self.transformer.ssm is None:

@@ -18,13 +18,13 @@ from torch import Tensor
 
 from worldstereo.errors import ConfigurationError, InvalidInputError
 from worldstereo.models.codec import decode_keyframes, encode_images, encode_video, frames_to_video
-from worldstereo.models.conditioning import frame_mask
 from worldstereo.models.loading import Placement, load_component
-from worldstereo.models.release_camera import camera_tokens, normalize_cameras, release_plucker
-from worldstereo.models.release_config import ReleaseConfig, Variant
-from worldstereo.models.release_loading import WAN_SETTING, load_release_transformer, read_release_config, wan_dir
-from worldstereo.models.release_transformer import ControlInputs, ReferenceInputs, ReleaseTransformer
+from worldstereo.models.release.camera import camera_tokens, normalize_cameras, release_plucker
+from worldstereo.models.release.config import ReleaseConfig, Variant
+from worldstereo.models.release.loading import WAN_SETTING, load_release_transformer, read_release_config, wan_dir
+from worldstereo.models.release.transformer import ControlInputs, ReferenceInputs, ReleaseTransformer, autocast
 from worldstereo.models.samplers import DMDSampler, UniPCSampler
+from worldstereo.models.wan import frame_mask
 
 Sampler = DMDSampler | UniPCSampler
 
@@ -57,6 +57,19 @@ class KeyframeClip:
         return len(self.renders)
 
 
+def camera_conditions(clip: KeyframeClip, device: torch.device) -> tuple[Tensor, tuple[Tensor | None, Tensor | None]]:
+    """The ControlNet's ``[1, 7, F, H, W]`` (hole mask, frame 0 none; Plücker rays of the normalised cameras) and
+    the camera tokens of targets ``[F, 7]`` and references ``[R, 7]`` (``None`` without references)."""
+    height, width = clip.image.shape[:2]
+    holes = clip.holes.to(device, torch.float32).clone()
+    holes[0] = 0
+    rays = release_plucker(normalize_cameras(clip.w2c.to(device)), clip.intrinsics.to(device), height, width)
+    condition = torch.cat([holes[:, None], rays], dim=1).transpose(0, 1)[None]
+    if clip.reference_w2c is None or not len(clip.reference_w2c):
+        return condition, (None, None)
+    return condition, camera_tokens(clip.w2c.to(device), clip.reference_w2c.to(device))
+
+
 @dataclass(frozen=True)
 class ReleaseConditioning:
     image_condition: Tensor  # [1, 4 + z, F, h, w]
@@ -78,7 +91,7 @@ class ReleaseModel:
     def from_pretrained(cls, release_dir: Path | None, wan: Path | None, variant: Variant, *,
                         device: torch.device | str = "cpu", dtype: torch.dtype = torch.bfloat16,
                         offload: bool = False, steps: int | None = None, guidance: float = 5.0) -> ReleaseModel:
-        """Local files only (see :mod:`worldstereo.models.release_loading`)."""
+        """Local files only (see :mod:`worldstereo.models.release.loading`)."""
         config, folder = read_release_config(release_dir, variant)
         wan = wan_dir(wan)
         home = "cpu" if offload else device
@@ -133,14 +146,10 @@ class ReleaseModel:
         renders = load(clip.renders).clone()
         renders[0] = image
         render_latents = encode_images(self.vae, renders)
-        holes = load(clip.holes).clone()
-        holes[0] = 0
-        rays = release_plucker(normalize_cameras(clip.w2c.to(device)), clip.intrinsics.to(device), height, width)
-        condition = torch.cat([holes[:, None], rays.to(device)], dim=1).transpose(0, 1)[None]
+        condition, (targets, refs) = camera_conditions(clip, device)
         references = tokens = None
         if self.config.memory and clip.reference_images is not None and len(clip.reference_images):
             reference_latents = encode_images(self.vae, load(clip.reference_images))
-            targets, refs = camera_tokens(clip.w2c.to(device), clip.reference_w2c.to(device))
             use_tokens = self.transformer.uses_camera_tokens
             references = ReferenceInputs(reference_latents, clip.ref_index.to(device).long(),
                                          refs[None] if use_tokens else None)
@@ -158,8 +167,9 @@ class ReleaseModel:
 
         def velocity(latents: Tensor, timestep: Tensor) -> Tensor:
             hidden = torch.cat([latents, conditioning.image_condition], dim=1).to(dtype)
-            return self.transformer(hidden, timestep, prompt, image, conditioning.control, conditioning.references,
-                                    conditioning.camera_tokens).float()
+            with autocast(self.device, dtype):
+                return self.transformer(hidden, timestep, prompt, image, conditioning.control,
+                                        conditioning.references, conditioning.camera_tokens).float()
 
         return velocity
 

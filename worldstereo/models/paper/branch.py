@@ -11,16 +11,10 @@ from torch import Tensor, nn
 
 from worldstereo.errors import ConfigurationError
 from worldstereo.models.rope import PositionalRotaryEmbed
+from worldstereo.models.wan import zero_module
 
 # Parameters that stay float32 when a branch runs in half precision (as in Wan's own blocks).
 KEEP_FP32 = ["scale_shift_table", "norm1", "norm2", "norm3"]
-
-
-def zero_module(module: nn.Module) -> nn.Module:
-    """Zero every parameter: the branch starts as an exact no-op on the backbone."""
-    for parameter in module.parameters():
-        nn.init.zeros_(parameter)
-    return module
 
 
 @dataclass(frozen=True)

@@ -157,41 +157,6 @@ class ReleaseConfig:
         return data | self.extra
 
 
-def wan_i2v_14b() -> dict[str, Any]:
-    """The Wan2.1-I2V-14B transformer config (diffusers layout)."""
-    return {
-        "patch_size": (1, 2, 2),
-        "num_attention_heads": 40,
-        "attention_head_dim": 128,
-        "in_channels": 36,
-        "out_channels": 16,
-        "text_dim": 4096,
-        "freq_dim": 256,
-        "ffn_dim": 13824,
-        "num_layers": 40,
-        "cross_attn_norm": True,
-        "qk_norm": "rms_norm_across_heads",
-        "eps": 1e-6,
-        "image_dim": 1280,
-        "added_kv_proj_dim": 5120,
-        "rope_max_seq_len": 1024,
-    }
-
-
-def wan_i2v_tiny(text_dim: int = 32, image_dim: int = 16, layers: int = 3) -> dict[str, Any]:
-    """A Wan2.1-I2V-shaped transformer config a few thousand parameters per block wide (tests, CPU benchmarks)."""
-    return wan_i2v_14b() | {
-        "num_attention_heads": 2,
-        "attention_head_dim": 16,
-        "text_dim": text_dim,
-        "freq_dim": 16,
-        "ffn_dim": 64,
-        "num_layers": layers,
-        "image_dim": image_dim,
-        "added_kv_proj_dim": 32,
-    }
-
-
 def tiny_controlnet(memory: bool, layers: int = 2) -> ControlNetConfig:
     """A released-layout ControlNet for :func:`wan_i2v_tiny` (width 32)."""
     extra = {"update_ref": True, "ref_embedding": True, "main_camera_embedding": True, "camera_embedding_dim": 7}

@@ -10,8 +10,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
 from worldstereo.errors import ConfigurationError
-from worldstereo.models.branch import KEEP_FP32, BranchTrunk, Residual
-from worldstereo.models.config import SSMAttention
+from worldstereo.models.paper.branch import KEEP_FP32, BranchTrunk, Residual
+from worldstereo.models.paper.config import SSMAttention
 from worldstereo.models.rope import stitched_positions
 
 

@@ -11,7 +11,8 @@ from torch import Tensor
 
 from worldstereo.errors import InvalidInputError
 from worldstereo.models.codec import encode_images, encode_video, frames_to_video
-from worldstereo.models.ssm_branch import stitch
+from worldstereo.models.paper.ssm_branch import stitch
+from worldstereo.models.wan import frame_mask, latent_frame_indices
 
 
 @dataclass(frozen=True)
@@ -44,18 +45,6 @@ class Conditioning:
     def latent_shape(self) -> tuple[int, int, int]:
         """``(T, h, w)`` of the generated latents."""
         return tuple(self.image_condition.shape[2:])
-
-
-def latent_frame_indices(frame_indices: Tensor, temporal: int = 4) -> Tensor:
-    """Pixel frame → latent frame of Wan's causal VAE: 0 → 0, and frames ``4j-3 .. 4j`` → ``j``."""
-    return (frame_indices + temporal - 1) // temporal
-
-
-def frame_mask(like: Tensor, temporal: int = 4) -> Tensor:
-    """Wan I2V mask ``[1, temporal, T, h, w]`` for latents ``like [1, z, T, h, w]``: the given first frame is 1."""
-    mask = like.new_zeros(1, temporal, *like.shape[2:])
-    mask[:, :, 0] = 1
-    return mask
 
 
 def camera_condition(render_masks: Tensor, plucker: Tensor) -> Tensor:

@@ -4,6 +4,7 @@ and per-frame quaternion + translation tokens (RELEASED_MODEL §5). Cameras are 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 CAMERA_SCALE = 2.0
@@ -12,20 +13,19 @@ CAMERA_SCALE = 2.0
 def normalize_cameras(w2c: Tensor, count: int | None = None, scale: float = CAMERA_SCALE) -> Tensor:
     """``w2c [N,4,4]`` relative to camera 0, centred and scaled from the first ``count`` (default all) cameras.
 
-    (1) ``w2c_i ← w2c_i · w2c_0⁻¹``; (2) centres within ``min(10·q₀.₉₇, 1e6)`` of their per-axis median are
-    averaged and that mean subtracted from every centre; (3) translations scaled by ``scale / ‖centre₀‖``
-    (``scale`` when the first centre is at the origin)."""
-    w2c = w2c.double() @ torch.linalg.inv(w2c[0].double())
+    (1) ``w2c_i ← w2c_i · w2c_0⁻¹``; (2) centres within ``min(10·q₀.₉₇, 1e6)`` of their per-axis (lower) median
+    are averaged and that mean subtracted from every centre; (3) translations scaled by ``scale / ‖centre₀‖``
+    (``scale`` when the first centre is within 1e-5 of the origin). Float32, in the release's order of operations."""
+    w2c = w2c.float()
+    w2c = w2c @ w2c[:1].inverse().repeat(len(w2c), 1, 1)
     c2w = torch.linalg.inv(w2c)
-    count = len(w2c) if count is None else count
-    centres = c2w[:count, :3, 3]
-    distance = (centres - torch.quantile(centres, 0.5, dim=0)).norm(dim=-1)
-    valid = distance <= min(float(torch.quantile(distance, 0.97)) * 10, 1e6)
-    c2w[:, :3, 3] -= centres[valid].mean(dim=0)
+    centres = c2w[: len(w2c) if count is None else count, :3, 3]
+    distance = torch.norm(centres - centres.median(0, keepdim=True).values, dim=-1)
+    valid = distance <= torch.clamp(torch.quantile(distance, 0.97) * 10, max=1e6)
+    c2w[:, :3, 3] -= centres[valid].mean(0, keepdim=True)
     w2c = torch.linalg.inv(c2w)
-    first = float(c2w[0, :3, 3].norm())
-    factor = scale if abs(first) <= 1e-5 else scale / first
-    w2c[:, :3, 3] *= factor
+    first = torch.norm(c2w[0, :3, 3])
+    w2c[:, :3, 3] *= scale if bool(torch.isclose(first, first.new_zeros(()), atol=1e-5)) else scale / first
     return w2c
 
 
@@ -33,25 +33,25 @@ def release_plucker(w2c: Tensor, intrinsics: Tensor, height: int, width: int) ->
     """Rays ``[N, 6, H, W]`` = ``[d; o × d]`` for normalised ``w2c [N,4,4]`` and pixel ``intrinsics [N,3,3]``.
 
     Pixel ``(row, col)`` is sampled at ``x = col − 0.5``, ``y = row + 0.5`` (the release's offsets); ``d`` is
-    the unit world direction, ``o`` the camera centre. Non-finite results become zeros."""
-    w2c, intrinsics = w2c.double(), intrinsics.double()
-    c2w = torch.linalg.inv(w2c)
-    rows = torch.arange(height, dtype=torch.float64, device=w2c.device) + 0.5
-    cols = torch.arange(width, dtype=torch.float64, device=w2c.device) - 0.5
-    y, x = torch.meshgrid(rows, cols, indexing="ij")
-    pixels = torch.stack([x, y, torch.ones_like(x)], dim=-1).reshape(-1, 3)  # [HW, 3] row-major
-    camera_rays = pixels @ torch.linalg.inv(intrinsics).transpose(1, 2)  # [N, HW, 3]
-    directions = camera_rays @ c2w[:, :3, :3].transpose(1, 2)
-    directions = directions / directions.norm(dim=-1, keepdim=True)
+    the unit world direction, ``o`` the camera centre. Float32 as released; non-finite results become zeros."""
+    w2c, intrinsics = w2c.float(), intrinsics.float()
+    count, device = len(w2c), w2c.device
+    c2w = torch.inverse(w2c)
+    cols = torch.arange(width, device=device).float() - 0.5
+    rows = torch.arange(height, device=device).float() + 0.5
+    pixels = torch.stack(torch.meshgrid(cols, rows, indexing="ij"), -1).transpose(0, 1).reshape(-1, 2)  # row-major
+    pixels = torch.cat([pixels, torch.ones_like(pixels[:, :1])], dim=-1).repeat(count, 1, 1)  # [N, HW, 3]
+    camera_rays = pixels @ intrinsics.inverse().transpose(-1, -2)
+    directions = F.normalize(camera_rays @ c2w[:, :3, :3].transpose(-1, -2), dim=-1)
     origins = c2w[:, None, :3, 3].expand_as(directions)
     rays = torch.cat([directions, torch.cross(origins, directions, dim=-1)], dim=-1)
-    rays = rays.transpose(1, 2).reshape(len(w2c), 6, height, width).float()
+    rays = rays.transpose(1, 2).reshape(count, 6, height, width)
     return rays if bool(torch.isfinite(rays).all()) else torch.zeros_like(rays)
 
 
 def matrix_to_quaternion(rotation: Tensor) -> Tensor:
-    """``[..., 3, 3]`` → unit quaternions ``[..., 4]`` (real part first, made non-negative)."""
-    m = rotation.double()
+    """``[..., 3, 3]`` → unit quaternions ``[..., 4]`` (real part first, made non-negative), in ``rotation``'s dtype."""
+    m = rotation
     m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
     m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
     m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
@@ -72,5 +72,5 @@ def camera_tokens(w2c_targets: Tensor, w2c_refs: Tensor, scale: float = CAMERA_S
     """Per-camera ``[quaternion(4); translation(3)]`` of the jointly normalised w2c: targets ``[F,7]``, refs
     ``[R,7]`` (centring from the targets only)."""
     w2c = normalize_cameras(torch.cat([w2c_targets, w2c_refs]), count=len(w2c_targets), scale=scale)
-    tokens = torch.cat([matrix_to_quaternion(w2c[:, :3, :3]), w2c[:, :3, 3]], dim=-1).float()
+    tokens = torch.cat([matrix_to_quaternion(w2c[:, :3, :3]), w2c[:, :3, 3]], dim=-1)
     return tokens[: len(w2c_targets)], tokens[len(w2c_targets):]

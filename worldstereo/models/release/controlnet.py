@@ -7,12 +7,13 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.normalization import RMSNorm
 from diffusers.models.transformers.transformer_wan import WanAttention, WanAttnProcessor
 from torch import Tensor, nn
 
-from worldstereo.models.branch import zero_module
-from worldstereo.models.release_config import ControlNetConfig
+from worldstereo.models.release.config import ControlNetConfig
 from worldstereo.models.rope import PositionalRotaryEmbed
+from worldstereo.models.wan import zero_module
 
 PATCH = (1, 2, 2)
 
@@ -61,12 +62,15 @@ class AdaLayerNormZero(nn.Module):
 
 
 class ControlBlock(nn.Module):
-    """``x += gate₁·Attn(mod₁(x))``; ``x += gate₂·FFN(mod₂(x))`` (no cross-attention)."""
+    """``x += gate₁·Attn(mod₁(x))``; ``x += gate₂·FFN(mod₂(x))`` (no cross-attention). The q/k norms are diffusers'
+    ``RMSNorm`` across heads, as in the release's ``Attention``: variance in float32, and a float32 result for
+    float32 weights under autocast."""
 
     def __init__(self, dim: int, ffn_dim: int, num_heads: int, time_dim: int) -> None:
         super().__init__()
         self.norm1 = AdaLayerNormZero(time_dim, dim)
         self.self_attn = WanAttention(dim, num_heads, dim // num_heads, eps=1e-6, processor=WanAttnProcessor())
+        self.self_attn.norm_q, self.self_attn.norm_k = RMSNorm(dim, eps=1e-6), RMSNorm(dim, eps=1e-6)
         self.norm2 = AdaLayerNormZero(time_dim, dim)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
 

@@ -9,7 +9,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
-from worldstereo.models.branch import KEEP_FP32, BranchTrunk, Residual, zero_module
+from worldstereo.models.paper.branch import KEEP_FP32, BranchTrunk, Residual
+from worldstereo.models.wan import zero_module
 
 
 class CameraConditionEmbedding(nn.Module):

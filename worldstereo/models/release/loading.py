@@ -14,8 +14,8 @@ from diffusers.models.modeling_utils import no_init_weights
 
 from worldstereo.errors import ConfigurationError
 from worldstereo.models.loading import keeps_fp32, stream_weights, weight_files
-from worldstereo.models.release_config import ReleaseConfig, Variant, variant_folder
-from worldstereo.models.release_transformer import ReleaseTransformer
+from worldstereo.models.release.config import ReleaseConfig, Variant, variant_folder
+from worldstereo.models.release.transformer import ReleaseTransformer
 
 log = logging.getLogger(__name__)
 
