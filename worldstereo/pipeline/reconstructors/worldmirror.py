@@ -8,9 +8,10 @@
     <dir>/ckpts/config.json                  the weights, as written by ``huggingface-cli download
     <dir>/ckpts/model.safetensors            tencent/HunyuanWorld-Mirror --local-dir <dir>/ckpts``
 
-The model is called as ``model(views=..., cond_flags=[depth, rays, camera])`` with ``views["img"]``
-``[1,S,3,h,w]`` in [0,1] and, as priors, the requested cameras: ``views["camera_poses"]`` (c2w,
-OpenCV) and ``views["camera_intrs"]`` (pixels). It returns ``pts3d [1,S,h,w,3]``, ``pts3d_conf
+The model is called as ``model(views=..., cond_flags=[pose, depth, rays])`` (the order its visual
+transformer's ``_process_conditioning`` reads; the ``forward`` docstring's "[depth, rays, camera]" is
+wrong) with ``views["img"]`` ``[1,S,3,h,w]`` in [0,1] and, as priors, the requested cameras:
+``views["camera_poses"]`` (c2w, OpenCV) and ``views["camera_intrs"]`` (pixels, read as rays). It returns ``pts3d [1,S,h,w,3]``, ``pts3d_conf
 [1,S,h,w]``, ``depth [1,S,h,w,1]``, ``camera_poses [1,S,4,4]`` and ``camera_intrs [1,S,3,3]`` in a
 frame of its own at relative scale (it normalises the pose priors). Frames are resized so their long
 side is ``resolution`` and both sides are multiples of the 14-pixel patch.
@@ -53,7 +54,7 @@ MODULE, CLASS = "src.models.models.worldmirror", "WorldMirror"
 WEIGHTS_DIR, WEIGHT_FILES = "ckpts", ("config.json", "model.safetensors")
 PATCH = 14
 DEFAULT_RESOLUTION = 518  # the long side WorldMirror is trained at
-COND_FLAGS = (0, 1, 1)  # priors given: [depth, rays (intrinsics), camera (poses)]
+COND_FLAGS = (1, 0, 1)  # priors given: [pose, depth, rays (intrinsics)], as _process_conditioning reads them
 CONFIDENCE_PERCENTILE = 10.0  # per frame, the least confident points are dropped (as WorldMirror's demo does)
 MAX_ANCHOR_POINTS = 4096
 MIN_SPREAD = 1e-6  # second / first singular value of the centred world anchors; below it they are collinear
