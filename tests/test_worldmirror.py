@@ -18,7 +18,7 @@ import torch
 from worldstereo.config import ModelPaths, Settings
 from worldstereo.errors import ConfigurationError, InvalidInputError
 from worldstereo.geometry.align import Sim3
-from worldstereo.geometry.camera import Camera, look_at
+from worldstereo.geometry.camera import Camera, look_at, rigid_inverse
 from worldstereo.geometry.render import CacheRender
 from worldstereo.geometry.spherical import WORLD_UP
 from worldstereo.pipeline.backends import GeneratedVideo, GenerationRequest, References
@@ -72,8 +72,11 @@ class SimilarWorldMirror:
         _, count, channels, height, width = images.shape
         assert (count, height, width) == (len(self.cameras), self.cameras.height, self.cameras.width) and channels == 3
         assert images.dtype == torch.float32 and 0 <= float(images.min()) <= float(images.max()) <= 1
-        if poses:
-            torch.testing.assert_close(views["camera_poses"][0].double(), self.cameras.c2w, rtol=0, atol=1e-6)
+        if poses:  # the path up to one rigid motion: the model normalises the poses it is given
+            relative = rigid_inverse(views["camera_poses"][0, :1].double()) @ views["camera_poses"][0].double()
+            expected = rigid_inverse(self.cameras.c2w[:1]) @ self.cameras.c2w
+            torch.testing.assert_close(relative, expected, rtol=0, atol=1e-5)
+            self.pose_priors = views["camera_poses"][0].double()
         if rays:
             torch.testing.assert_close(views["camera_intrs"][0].double(), self.cameras.K, rtol=0, atol=1e-4)
         shift = torch.zeros(count, 3, dtype=torch.float64)  # world units, along x, growing along the path
