@@ -190,6 +190,8 @@ class Settings(BaseSettings):
     # the encodes share with the next steps) for 2-4x the bytes, still far below a trajectory's snapshot
     video_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "ultrafast"
     max_input_pixels: int = 64_000_000
+    # export exports/fused_global.ply: the reconstructor once over every memory-bank frame, fitted to the cache
+    global_reconstruction: bool = False
     seed: int = 0
 
     @field_validator("device")
