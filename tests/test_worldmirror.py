@@ -310,7 +310,12 @@ def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("config.json", "model.safetensors"):
         (tmp_path / "ckpts" / name).write_text("{}")
     yield tmp_path
-    for name in [m for m in sys.modules if m == "src" or m.startswith("src.")]:
+    forget("src")
+
+
+def forget(package: str) -> None:
+    """Drop ``package`` and its submodules from ``sys.modules`` (a checkout's import does not outlive its test)."""
+    for name in [m for m in sys.modules if m == package or m.startswith(f"{package}.")]:
         del sys.modules[name]
 
 
@@ -318,6 +323,11 @@ def test_setup_imports_the_checkout_and_loads_its_weights(checkout: Path):
     backend = WorldMirrorReconstructor(Settings(device="cpu", models=ModelPaths(worldmirror=checkout)))
     backend.setup()
     assert backend.model.loaded_from == str(checkout / "ckpts")
+    assert_frozen_from(backend, checkout)
+
+
+def assert_frozen_from(backend, checkout: Path) -> None:
+    """The backend's model is in eval mode without gradients, imported from ``checkout`` (first on ``sys.path``)."""
     assert not backend.model.training and not any(p.requires_grad for p in backend.model.parameters())
     assert sys.path[0] == str(checkout)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_worldmirror import CPU, RESOLUTION, Orbit, orbit, random_sim3, room  # noqa: F401 (fixtures)
+from test_worldmirror import CPU, RESOLUTION, Orbit, assert_frozen_from, forget, orbit, random_sim3, room  # noqa: F401 (fixtures)
 
 from worldstereo.config import ModelPaths, Settings
 from worldstereo.errors import ConfigurationError
@@ -83,13 +83,11 @@ def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (weights / "config.json").write_text("{}")
     (weights / "model.safetensors").write_text("{}")
     yield tmp_path
-    for name in [m for m in sys.modules if m == "hyworld2" or m.startswith("hyworld2.")]:
-        del sys.modules[name]
+    forget("hyworld2")
 
 
 def test_setup_loads_the_network_through_the_checkouts_pipeline(checkout: Path):
     backend = WorldMirror2Reconstructor(Settings(device="cpu", models=ModelPaths(worldmirror_2=checkout)))
     backend.setup()
     assert backend.model.config == {"source": str(checkout / "ckpts" / "HY-WorldMirror-2.0")}
-    assert not backend.model.training and not any(p.requires_grad for p in backend.model.parameters())
-    assert sys.path[0] == str(checkout)
+    assert_frozen_from(backend, checkout)
