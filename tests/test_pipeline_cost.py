@@ -63,13 +63,33 @@ def test_new_voxel_indices_equal_thinning_the_union() -> None:
     assert torch.equal(new_voxel_indices(existing[:0], new, 0.1), voxel_downsample(new, new, 0.1)[2])
     with pytest.raises(InvalidInputError):
         new_voxel_indices(existing, new, 0.0)
-    far = torch.tensor([[1e14, 0.0, 0.0]], dtype=torch.float64)  # 1e17 cells from the origin: ids would not be exact
-    with pytest.raises(InvalidInputError, match="too fine"):
-        new_voxel_indices(existing, far, 1e-3)
+    far = torch.tensor([[1e14, 0.0, 0.0]], dtype=torch.float64)  # 1e17 cells from the origin: a box too big to pack
+    assert torch.equal(new_voxel_indices(existing, far, 1e-3), torch.tensor([0]))
+    assert len(new_voxel_indices(torch.cat([existing, far]), far + 1e-4, 1e-3)) == 0  # the same voxel, held
     far_off = voxel_downsample(*(existing + 1e6,) * 2, voxel)[0]  # far from the origin, cells are still exact
     moved = new + 1e6
     union = voxel_downsample(torch.cat([far_off, moved]), torch.cat([far_off, moved]), voxel)[0]
     assert torch.equal(torch.cat([far_off, moved[new_voxel_indices(far_off, moved, voxel)]]), union)
+
+
+def first_of_each_voxel(points: torch.Tensor, voxel: float) -> torch.Tensor:
+    """Reference: ascending index of the first point in each voxel (unique rows of the integer cells)."""
+    cells = torch.floor(points / voxel).long()
+    _, inverse = torch.unique(cells, dim=0, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), len(points)).scatter_reduce_(0, inverse, torch.arange(len(points)), "amin")
+    return first.sort().values
+
+
+def test_a_cloud_over_10_km_merges_at_1_cm_without_losing_points() -> None:
+    g = torch.Generator().manual_seed(3)
+    near = torch.rand(20_000, 3, generator=g, dtype=torch.float64) * 2  # a subject 2 m across ...
+    far = (torch.rand(20_000, 3, generator=g, dtype=torch.float64) * 2 - 1) * 1e4  # ... and 10 km of far depth
+    cloud = torch.cat([near, far, near[:500] + 1e-3])  # the last rows fall into voxels already held
+    thinned, _, kept = voxel_downsample(cloud, cloud, 0.01)
+    assert torch.equal(kept, first_of_each_voxel(cloud, 0.01)) and len(thinned) == len(kept) >= 40_000 - 1
+    existing, new = thinned[:25_000], torch.cat([thinned[25_000:], cloud[-500:]])
+    merged = torch.cat([existing, new[new_voxel_indices(existing, new, 0.01)]])
+    assert torch.equal(merged, thinned)  # exact: every voxel once, none lost
 
 
 def test_cache_update_keeps_the_cloud_of_the_union_and_tags_sources() -> None:

@@ -18,7 +18,7 @@ import torch
 from worldstereo.config import ModelPaths, Settings
 from worldstereo.errors import ConfigurationError, InvalidInputError
 from worldstereo.geometry.align import Sim3
-from worldstereo.geometry.camera import Camera, look_at
+from worldstereo.geometry.camera import Camera, look_at, rigid_inverse
 from worldstereo.geometry.render import CacheRender
 from worldstereo.geometry.spherical import WORLD_UP
 from worldstereo.pipeline.backends import GeneratedVideo, GenerationRequest, References
@@ -51,7 +51,13 @@ class SimilarWorldMirror:
     (model units) on points and centres, and a share ``outliers`` of frame-0 points knocked off by a unit
     Gaussian offset.
 
-    It expects the requested ``cameras`` as priors, at the resolution of ``points [N,h,w,3]``."""
+    It reads its priors as upstream's ``_process_conditioning`` does: ``cond_flags[0]`` the poses
+    (``camera_poses``), ``[1]`` the depth (``depthmap``), ``[2]`` the rays (``camera_intrs``), each only when
+    present. Without the pose prior its path drifts (``UNPOSED_DRIFT`` per frame), without the rays its focal
+    length is off by ``UNRAYED_FOCAL`` — what a model guessing them alone would do. It expects the requested
+    ``cameras`` as priors, at the resolution of ``points [N,h,w,3]``."""
+
+    UNPOSED_DRIFT, UNRAYED_FOCAL = 0.05, 1.1
 
     def __init__(self, cameras: Camera, points: torch.Tensor, depth: torch.Tensor, to_model: Sim3, *,
                  noise: float = 0.0, outliers: float = 0.0) -> None:
@@ -60,15 +66,29 @@ class SimilarWorldMirror:
         self.generator = torch.Generator().manual_seed(1)
 
     def __call__(self, *, views: dict, cond_flags: list[int]) -> dict:
-        assert cond_flags == list(COND_FLAGS)
+        poses = cond_flags[0] == 1 and "camera_poses" in views
+        rays = cond_flags[2] == 1 and "camera_intrs" in views
         images = views["img"]
         _, count, channels, height, width = images.shape
         assert (count, height, width) == (len(self.cameras), self.cameras.height, self.cameras.width) and channels == 3
         assert images.dtype == torch.float32 and 0 <= float(images.min()) <= float(images.max()) <= 1
-        torch.testing.assert_close(views["camera_poses"][0].double(), self.cameras.c2w, rtol=0, atol=1e-6)
-        torch.testing.assert_close(views["camera_intrs"][0].double(), self.cameras.K, rtol=0, atol=1e-4)
-        points = self.to_model.apply(self.points)
-        c2w = self.to_model.apply_c2w(self.cameras.c2w)
+        if poses:  # the path up to one rigid motion: the model normalises the poses it is given
+            relative = rigid_inverse(views["camera_poses"][0, :1].double()) @ views["camera_poses"][0].double()
+            expected = rigid_inverse(self.cameras.c2w[:1]) @ self.cameras.c2w
+            torch.testing.assert_close(relative, expected, rtol=0, atol=1e-5)
+            self.pose_priors = views["camera_poses"][0].double()
+        if rays:
+            torch.testing.assert_close(views["camera_intrs"][0].double(), self.cameras.K, rtol=0, atol=1e-4)
+        shift = torch.zeros(count, 3, dtype=torch.float64)  # world units, along x, growing along the path
+        if not poses:
+            shift[:, 0] = self.UNPOSED_DRIFT * torch.arange(count, dtype=torch.float64)
+        K = self.cameras.K.clone()
+        if not rays:
+            K[:, :2, :2] *= self.UNRAYED_FOCAL
+        points = self.to_model.apply(self.points + shift[:, None, None])
+        world_c2w = self.cameras.c2w.clone()
+        world_c2w[:, :3, 3] += shift
+        c2w = self.to_model.apply_c2w(world_c2w)
         points = points + self.noise * torch.randn(points.shape, generator=self.generator, dtype=points.dtype)
         c2w[:, :3, 3] += self.noise * torch.randn(count, 3, generator=self.generator, dtype=c2w.dtype)
         wrong = torch.rand(height, width, generator=self.generator) < self.outliers
@@ -78,7 +98,7 @@ class SimilarWorldMirror:
             "pts3d_conf": torch.ones(1, count, height, width),
             "depth": (self.depth * self.to_model.scale)[None, ..., None].float(),
             "camera_poses": c2w[None].float(),
-            "camera_intrs": self.cameras.K[None].float(),
+            "camera_intrs": K[None].float(),
         }
 
 
@@ -290,7 +310,12 @@ def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("config.json", "model.safetensors"):
         (tmp_path / "ckpts" / name).write_text("{}")
     yield tmp_path
-    for name in [m for m in sys.modules if m == "src" or m.startswith("src.")]:
+    forget("src")
+
+
+def forget(package: str) -> None:
+    """Drop ``package`` and its submodules from ``sys.modules`` (a checkout's import does not outlive its test)."""
+    for name in [m for m in sys.modules if m == package or m.startswith(f"{package}.")]:
         del sys.modules[name]
 
 
@@ -298,6 +323,11 @@ def test_setup_imports_the_checkout_and_loads_its_weights(checkout: Path):
     backend = WorldMirrorReconstructor(Settings(device="cpu", models=ModelPaths(worldmirror=checkout)))
     backend.setup()
     assert backend.model.loaded_from == str(checkout / "ckpts")
+    assert_frozen_from(backend, checkout)
+
+
+def assert_frozen_from(backend, checkout: Path) -> None:
+    """The backend's model is in eval mode without gradients, imported from ``checkout`` (first on ``sys.path``)."""
     assert not backend.model.training and not any(p.requires_grad for p in backend.model.parameters())
     assert sys.path[0] == str(checkout)
 

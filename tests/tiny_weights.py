@@ -23,8 +23,9 @@ def _dinov2(**update) -> dict:
             "intermediate_size": 32, **update}
 
 
-def write_depth_pro(directory: Path) -> Path:
-    """``apple/DepthPro-hf`` layout: config.json, model.safetensors, preprocessor_config.json."""
+def write_depth_pro(directory: Path, *, random_depth: bool = False) -> Path:
+    """``apple/DepthPro-hf`` layout: config.json, model.safetensors, preprocessor_config.json. The depth head gives a
+    constant canonical inverse depth, unless ``random_depth`` (then its random output spans DepthPro's whole clamp)."""
     from transformers import DepthProConfig, DepthProForDepthEstimation
 
     torch.manual_seed(0)
@@ -37,6 +38,8 @@ def write_depth_pro(directory: Path) -> Path:
     model = DepthProForDepthEstimation(config).eval()
     with torch.no_grad():
         for layer, value in ((model.head.layers[-2], DEPTH_PRO_INVERSE), (model.fov_model.head.layers[-1], DEPTH_PRO_FOV_DEG)):
+            if random_depth and layer is model.head.layers[-2]:
+                continue
             layer.weight.zero_()
             layer.bias.fill_(value)
     model.save_pretrained(directory)

@@ -168,6 +168,7 @@ def plan_command(
     png: Annotated[Optional[Path], typer.Option(help="Also draw the camera paths over the initial cache (top view PNG).")] = None,
 ) -> None:
     """Plan an input's trajectories (depth included) without generating: cameras as JSON, optionally a picture."""
+    from worldstereo.pipeline.depth.surface import surface_depth
     from worldstereo.pipeline.local import local_scene_id, read_local_input
     from worldstereo.pipeline.plan_preview import plan_document, plan_png
     from worldstereo.pipeline.registry import make_backend
@@ -182,7 +183,8 @@ def plan_command(
     scene = read_local_input(input_path, settings)
     estimator = make_backend("depth", settings.depth_backend, settings)
     estimator.setup()
-    state = plan_scene(settings, local_scene_id(input_path), scene, estimator.estimate(scene))
+    state = plan_scene(settings, local_scene_id(input_path), scene,
+                       surface_depth(settings, scene, estimator.estimate(scene)))
     document = plan_document(state)
     if png is not None:
         png.parent.mkdir(parents=True, exist_ok=True)

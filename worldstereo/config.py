@@ -75,6 +75,8 @@ class ModelPaths(BaseModel):
     wan_i2v: Path | None = None
     worldstereo_branches: Path | None = None
     worldmirror: Path | None = None
+    worldmirror_2: Path | None = None  # a HY-World 2.0 checkout with ckpts/HY-WorldMirror-2.0 (reconstructor worldmirror-2)
+    sky_segmenter: Path | None = None  # a transformers semantic segmenter with a "sky" label (e.g. SegFormer ADE20K)
     dinov2: Path | None = None  # DINOv2 (transformers Dinov2Model) for the released retrieval's reference reduction
     wan_i2v_dmd: Path | None = None  # Wan2.1-I2V layout (transformer/, vae/) with the DMD-distilled transformer
     prompt_embeds: Path | None = None  # safetensors: UMT5 prompt_embeds [512,4096], optional negative/CLIP image
@@ -151,7 +153,11 @@ class MemorySettings(BaseModel):
     frustum_far: float = 10.0
     voxel_ratio: float = 0.002
     splat_radius: int = 1
-    far_depth_ratio: float = 8.0
+    # depth beyond this x each image's median is compressed (d' = 2m - m²/d) before it enters the cache; None: off
+    far_depth_ratio: float | None = Field(default=8.0, gt=1.0)
+    # sky of the input marked as no surface: auto = the sky segmenter when configured, else the heuristic
+    sky: Literal["auto", "segmenter", "heuristic", "off"] = "auto"
+    sky_depth_ratio: float = Field(default=50.0, gt=1.0)  # heuristic: far = beyond this x the median depth
     edge_threshold: float = 0.12  # Sobel on normalised disparity, as the released cache renderer
 
 
@@ -195,6 +201,8 @@ class Settings(BaseSettings):
     # the encodes share with the next steps) for 2-4x the bytes, still far below a trajectory's snapshot
     video_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "ultrafast"
     max_input_pixels: int = 64_000_000
+    # export exports/fused_global.ply: the reconstructor once over every memory-bank frame, fitted to the cache
+    global_reconstruction: bool = False
     seed: int = 0
 
     @field_validator("device")

@@ -3,7 +3,8 @@
 Per scene (Tables 2, 3, 5):
 
 - ``f1`` / ``auc``: fused cloud against the ground-truth cloud at ``tau = 1%`` of the ground truth's
-  extent (AUC over ``[0, 5 tau]``). Synthetic inputs carry their true camera, so outputs are already in
+  extent (AUC over ``[0, 5 tau]``); ``f1_global`` / ``auc_global`` the same for the global reconstruction's
+  ``fused_global.ply`` (``global_reconstruction`` on; NaN otherwise). Synthetic inputs carry their true camera, so outputs are already in
   the ground-truth frame; dataset scenes are aligned first (first camera, then ICP with scaling).
 - ``rot_err`` (degrees, summed over frames), ``trans_err``, ``ate``: cameras recovered by the
   reconstructor against the requested trajectory, averaged over trajectories.
@@ -36,6 +37,7 @@ from worldstereo.evaluation.ground_truth import visible_surface
 from worldstereo.evaluation.image_metrics import psnr, ssim
 from worldstereo.evaluation.pointcloud_metrics import point_cloud_scores, tau_from_extent
 from worldstereo.geometry.trajectory import load_trajectory_json
+from worldstereo.pipeline.exports import GLOBAL_PLY
 from worldstereo.pipeline.local import process_scene, read_local_input
 from worldstereo.pipeline.scene import INIT, SceneContext
 from worldstereo.storage.factory import open_store
@@ -44,7 +46,7 @@ from worldstereo.synthetic import make_scene
 from worldstereo.synthetic.samples import write_samples
 
 PSNR_CAP = 100.0
-METRICS = ("f1", "auc", "rot_err", "trans_err", "ate", "psnr", "ssim")
+METRICS = ("f1", "auc", "f1_global", "auc_global", "rot_err", "trans_err", "ate", "psnr", "ssim")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class SceneScores:
     scene: str
     f1: float
     auc: float
+    f1_global: float
+    auc_global: float
     rot_err: float
     trans_err: float
     ate: float
@@ -125,7 +129,9 @@ def evaluate_case(case: EvalCase, settings: Settings, root: Path) -> SceneScores
     init = ctx.states.load(INIT)
     names = [name for name, _, _ in init.plans]
     final = ctx.states.load(names[-1])
-    fused = _read_ply(store.get_file(ctx.bucket, output_key(case.name, "exports", "fused.ply"), root / "fused.ply"))
+    keys = {name: output_key(case.name, "exports", name) for name in ("fused.ply", GLOBAL_PLY)}
+    clouds = {name: _read_ply(store.get_file(ctx.bucket, key, root / name))
+              for name, key in keys.items() if store.exists(ctx.bucket, key)}
     if case.synthetic_kind is not None:
         scene = make_scene(case.synthetic_kind, seed=int((init.scene_spec or {}).get("seed", 0)))
         # the cameras as the pipeline generated them (the clip's, float32), so an exact generator scores exactly
@@ -136,11 +142,14 @@ def evaluate_case(case: EvalCase, settings: Settings, root: Path) -> SceneScores
         truth = _read_ply(case.gt_cloud)
         first = init.starts[0].camera.c2w.double()
         tau = tau_from_extent(truth)
-        fused = first_camera_icp_alignment(fused, truth, first, first, max_distance=5 * tau).apply(fused)
+        clouds = {name: first_camera_icp_alignment(c, truth, first, first, max_distance=5 * tau).apply(c)
+                  for name, c in clouds.items()}
         image_psnr = image_ssim = math.nan
-    cloud = point_cloud_scores(fused, truth, tau_from_extent(truth, 0.01))
+    scores = {name: point_cloud_scores(cloud, truth, tau_from_extent(truth, 0.01)) for name, cloud in clouds.items()}
+    fused, whole = scores["fused.ply"], scores.get(GLOBAL_PLY)
     rot, trans, abs_err = _camera_scores(ctx, names)
-    return SceneScores(case.name, cloud.f1, cloud.auc, rot, trans, abs_err, image_psnr, image_ssim)
+    return SceneScores(case.name, fused.f1, fused.auc, whole.f1 if whole else math.nan, whole.auc if whole else math.nan,
+                       rot, trans, abs_err, image_psnr, image_ssim)
 
 
 def run_suite(cases: list[EvalCase], settings: Settings, progress: Callable[[SceneScores], None] = lambda s: None

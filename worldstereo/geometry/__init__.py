@@ -4,9 +4,9 @@ from worldstereo.geometry.align import Sim3, icp_refine, robust_umeyama, rotatio
 from worldstereo.geometry.buckets import BUCKETS_480P, fit_to_bucket, nearest_bucket
 from worldstereo.geometry.camera import Camera, look_at, rigid_inverse
 from worldstereo.geometry.plucker import normalize_cameras, plucker_rays
+from worldstereo.geometry.far_depth import compress_far_depth
 from worldstereo.geometry.render import (
     CacheRender,
-    compress_far_depth,
     depth_edge_mask,
     render_points,
     render_points_naive,

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from worldstereo.errors import InvalidInputError
 from worldstereo.geometry.camera import Camera
+from worldstereo.geometry.far_depth import compress_far_depth, far_limits
 
 Footprint = Literal["square", "disc"]
 
@@ -69,12 +70,6 @@ def splat_offsets(radius: int, footprint: Footprint = "square") -> tuple[tuple[i
     return tuple(
         (dy, dx) for dy in span for dx in span if footprint == "square" or dy * dy + dx * dx <= radius * radius
     )
-
-
-def compress_far_depth(depth: Tensor, m: Tensor | float) -> Tensor:
-    """Depth beyond ``m > 0`` pulled in smoothly: continuous and C¹ at ``m``, increasing, bounded by ``2m``."""
-    m = torch.as_tensor(m, dtype=depth.dtype, device=depth.device)
-    return torch.where(depth > m, 2 * m - m * m / depth, depth)  # d' = 2m - m²/d for d > m
 
 
 def depth_edge_mask(depth: Tensor, threshold: float = DEFAULT_EDGE_THRESHOLD) -> Tensor:
@@ -165,8 +160,7 @@ def render_points(
         image = _min_filter(image, passes[-1], (h, w), scratch[-1])
         _decode(image, empty, palette, near, rgb[frames], depth[frames], hole[frames])
     if far_compress is not None:
-        median = depth.masked_fill(hole, float("nan")).flatten(1).nanmedian(dim=1).values
-        depth = compress_far_depth(depth, (far_compress * median)[:, None, None])
+        depth = compress_far_depth(depth, far_limits(depth, far_compress, ~hole)[:, None, None])
     return CacheRender(rgb, depth, hole)
 
 

@@ -32,7 +32,7 @@ def voxel_downsample(
     if points.shape[0] == 0:
         return points, colors, torch.zeros(0, dtype=torch.int64, device=points.device)
 
-    voxel = _voxel_ids(points, voxel_size)
+    (voxel,) = _voxel_ids(points, voxel_size=voxel_size)
     occupied, inverse = torch.unique(voxel, return_inverse=True)
     count = occupied.numel()
     order = torch.arange(points.shape[0], device=points.device)
@@ -86,12 +86,9 @@ def new_voxel_indices_unchecked(existing: Tensor, new: Tensor, voxel_size: float
         return torch.zeros(0, dtype=torch.int64, device=new.device)
     if len(existing) == 0:
         return voxel_downsample(new, new, voxel_size)[2]
-    old_cells, new_cells = _cells(existing, voxel_size), _cells(new, voxel_size)
-    low = torch.minimum(old_cells.min(dim=0).values, new_cells.min(dim=0).values)
-    extent = torch.maximum(old_cells.max(dim=0).values, new_cells.max(dim=0).values) - low + 1
-    occupied = _pack(old_cells, low, extent).sort().values
-    ids, order = _pack(new_cells, low, extent).sort(stable=True)  # each voxel's run starts at its first point
-    del old_cells, new_cells
+    occupied, ids = _voxel_ids(existing, new, voxel_size=voxel_size)
+    occupied = occupied.sort().values
+    ids, order = ids.sort(stable=True)  # each voxel's run starts at its first point
     starts = torch.ones(len(ids), dtype=torch.bool, device=ids.device)
     torch.ne(ids[1:], ids[:-1], out=starts[1:])
     voxels, first = ids[starts], order[starts]
@@ -100,23 +97,43 @@ def new_voxel_indices_unchecked(existing: Tensor, new: Tensor, voxel_size: float
 
 
 def _cells(points: Tensor, voxel_size: float) -> Tensor:
-    """Integer voxel coordinates ``[P,3]`` of every point."""
-    return points.to(torch.float64, copy=True).div_(voxel_size).floor_().to(torch.int64)
+    """Voxel coordinates ``[P,3]`` of every point: integers held in float64 (exact at any magnitude, since floats
+    beyond 2^53 are integers themselves)."""
+    return points.to(torch.float64, copy=True).div_(voxel_size).floor_()
 
 
-def _pack(cells: Tensor, low: Tensor, extent: Tensor) -> Tensor:
-    """One int64 id per cell (row-major over the box ``low + [0, extent)``)."""
-    if float(extent.to(torch.float64).prod()) >= 2**63:
-        raise InvalidInputError("voxel grid too fine for the cloud's extent")
-    cells = cells - low
+def _voxel_ids(*clouds: Tensor, voxel_size: float) -> list[Tensor]:
+    """One int64 id per point of each cloud naming its voxel; equal ids across ``clouds`` mean the same voxel.
+
+    Ids are row-major over the occupied box when its cell count fits int64 (every ordinary scene), else the
+    lexicographic rank of the cells (dense ranks of each column, combined two at a time: each product stays
+    below the point count squared), which is exact for any finite points.
+    """
+    cells = [_cells(cloud, voxel_size) for cloud in clouds]
+    low = torch.stack([c.min(dim=0).values for c in cells]).min(dim=0).values
+    high = torch.stack([c.max(dim=0).values for c in cells]).max(dim=0).values
+    span = torch.cat([(high - low + 1).prod()[None], low.abs(), high.abs()])
+    if not bool(torch.isfinite(span).all()):
+        raise InvalidInputError(f"a point lies beyond float64's range at voxel size {voxel_size}")
+    if float(span.max()) < 2**62:  # the box's cell count, and every cell, fit int64
+        low, extent = low.to(torch.int64), (high - low + 1).to(torch.int64)
+        return [_pack(c.to(torch.int64).sub_(low), extent) for c in cells]
+    ids = _lexicographic_rank(torch.cat(cells))
+    return list(ids.split([len(c) for c in cells]))
+
+
+def _pack(cells: Tensor, extent: Tensor) -> Tensor:
+    """Row-major id of non-negative cells ``[P,3]`` in a box of ``extent`` cells."""
     return (cells[:, 0] * extent[1]).add_(cells[:, 1]).mul_(extent[2]).add_(cells[:, 2])
 
 
-def _voxel_ids(points: Tensor, voxel_size: float) -> Tensor:
-    """One int64 id per point naming its voxel (row-major over the occupied bounding box)."""
-    cells = _cells(points, voxel_size)
-    low = cells.min(dim=0).values
-    return _pack(cells, low, cells.max(dim=0).values - low + 1)
+def _lexicographic_rank(cells: Tensor) -> Tensor:
+    """Dense rank ``[P]`` of the rows of ``cells [P,3]`` in lexicographic order."""
+    rank = torch.unique(cells[:, 0], return_inverse=True)[1]
+    for column in (1, 2):
+        values, inverse = torch.unique(cells[:, column], return_inverse=True)
+        rank = torch.unique(rank * len(values) + inverse, return_inverse=True)[1]
+    return rank
 
 
 def _scatter_mean(values: Tensor, slot: Tensor, count: int) -> Tensor:

@@ -19,12 +19,14 @@ from worldstereo.geometry.ply import ply_bytes as write_ply
 from worldstereo.geometry.rotations import rotation_to_quaternion
 from worldstereo.memory.bank import MemoryBank, frame_pngs
 from worldstereo.pipeline.export_worldmirror import FOLDER, worldmirror_files, worldmirror_images
-from worldstereo.pipeline.scene import DEPTH_INFO, EXPORT, INIT, TRAJECTORY, SceneContext, StageResult
+from worldstereo.pipeline.global_recon import global_cloud
+from worldstereo.pipeline.scene import DEPTH_INFO, EXPORT, INIT, TRAJECTORY, ReconstructFn, SceneContext, StageResult
 
 OPENCV_TO_OPENGL = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
 COLMAP_MAX_POINTS = 500_000
 DECIMAL_DIGITS = 18  # decimal64's precision: any coordinate below MAX_COORDINATE at point_decimals fits
 MAX_COORDINATE = 1e15  # beyond it a cloud is broken, and fixed-point digits would overflow decimal64
+GLOBAL_PLY = "fused_global.ply"  # the global reconstruction's cloud, beside fused.ply
 WRITERS = 8  # concurrent puts of the export: a local one waits on its fsync, an S3 one on its round trip
 POINTS3D_HEADER = (b"# 3D point list with one line of data per point:\n",
                    b"#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)\n")
@@ -121,8 +123,9 @@ def _bank_views(bank: MemoryBank) -> tuple[Camera, list[str], list[bytes]]:
     return Camera.cat([f.camera.to(dtype=torch.float64) for f in frames]), names, frame_pngs(frames)
 
 
-def run_export(ctx: SceneContext, names: list[str]) -> StageResult:
-    """Write every export from the last trajectory's snapshot, then the summary and the stage record.
+def run_export(ctx: SceneContext, names: list[str], reconstruct_fn: ReconstructFn | None = None) -> StageResult:
+    """Write every export from the last trajectory's snapshot, then the summary and the stage record; with
+    ``global_reconstruction`` set, also ``fused_global.ply`` from ``reconstruct_fn`` (:mod:`global_recon`).
 
     Files are made and written on concurrent threads: the COLMAP model and the PLY (the longest to make) each
     write as soon as they are made; the small files in one batch, the images in one batch per remaining thread.
@@ -131,6 +134,13 @@ def run_export(ctx: SceneContext, names: list[str]) -> StageResult:
     state = ctx.states.load(names[-1] if names else INIT)
     cameras, image_names, images = _bank_views(state.bank)
     sample = _subsample(len(state.cache), COLMAP_MAX_POINTS)
+    extra, global_info = {}, {}
+    if ctx.settings.global_reconstruction and reconstruct_fn is not None:
+        cloud = global_cloud(state, reconstruct_fn, ctx.scene_id, far_depth_ratio=ctx.settings.memory.far_depth_ratio,
+                             splat_radius=ctx.settings.memory.splat_radius, seed=ctx.settings.seed)
+        extra[GLOBAL_PLY] = ply_bytes(cloud.points, cloud.colors)
+        global_info = {"fused_points": len(cloud.points), "frames": cloud.frames, "fitted_frames": cloud.fitted_frames,
+                       "inlier_share": cloud.inlier_share}
 
     def put(files: dict[str, bytes]) -> list[str]:
         keys = [ctx.states.key("exports", *path.split("/")) for path in files]
@@ -162,6 +172,7 @@ def run_export(ctx: SceneContext, names: list[str]) -> StageResult:
         files["cameras.json"] = json.dumps(all_cameras).encode()
         transforms = nerfstudio_transforms(cameras, [f"images/{n}" for n in image_names], "fused.ply")
         files["transforms.json"] = json.dumps(transforms, indent=1).encode()
+        files.update(extra)
         writes.append(pool.submit(put, files))
         frames = list(zip(image_names, images, worldmirror_images(state.bank)))
         size = -(-len(frames) // (WRITERS - len(writes)))
@@ -173,6 +184,7 @@ def run_export(ctx: SceneContext, names: list[str]) -> StageResult:
         "scene_id": ctx.scene_id,
         "kind": state.kind,
         "fused_points": len(state.cache),
+        **({"global": global_info} if global_info else {}),
         "extent": float((high - low).norm()),
         "voxel_size": state.voxel_size,
         "up": world_up(state).tolist(),

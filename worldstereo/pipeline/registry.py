@@ -27,6 +27,7 @@ _GENERATORS = {
 _RECONSTRUCTORS = {
     "rendered-depth": "worldstereo.pipeline.reconstructors.rendered_depth:RenderedDepthReconstructor",
     "worldmirror": "worldstereo.pipeline.reconstructors.worldmirror:WorldMirrorReconstructor",
+    "worldmirror-2": "worldstereo.pipeline.reconstructors.worldmirror_2:WorldMirror2Reconstructor",
     "depth-anything-3": "worldstereo.pipeline.reconstructors.depth_anything_3:DepthAnything3Reconstructor",
 }
 KINDS = {"depth": _DEPTH, "generator": _GENERATORS, "reconstructor": _RECONSTRUCTORS}

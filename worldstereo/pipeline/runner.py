@@ -76,7 +76,7 @@ def run_stage(ctx: SceneContext, stage: Stage, models: Models, read_scene: Calla
     elif stage.kind == TRAJECTORY:
         run_trajectory(ctx, stage.trajectory, models.generate, models.reconstruct, names, models.clip)
     elif stage.kind == EXPORT:
-        run_export(ctx, names if names is not None else trajectory_names(ctx))
+        run_export(ctx, names if names is not None else trajectory_names(ctx), models.reconstruct)
     else:
         raise ValueError(f"unknown stage {stage.kind!r}")
     return True

@@ -20,6 +20,7 @@ from worldstereo.config import Settings
 from worldstereo.errors import ConfigurationError
 from worldstereo.geometry.buckets import fit_to_bucket, nearest_bucket
 from worldstereo.geometry.camera import Camera
+from worldstereo.geometry.far_depth import compress_far_points
 from worldstereo.geometry.panorama import panorama_point_cloud, split_panorama
 from worldstereo.geometry.render import CacheRender
 from worldstereo.geometry.resample import resample_nearest
@@ -40,6 +41,7 @@ from worldstereo.pipeline.backends import (
     Reconstruction,
 )
 from worldstereo.pipeline.clips import ClipFn, bank_frames, clip_indices, clip_length, gather_references
+from worldstereo.pipeline.depth.surface import surface_depth
 from worldstereo.pipeline.media import encode_video_later
 from worldstereo.pipeline.registry import backend_class
 from worldstereo.pipeline.state import SceneState, Start, StateStore
@@ -159,7 +161,7 @@ def default_camera(settings: Settings, height: int, width: int) -> Camera:
 def run_init(ctx: SceneContext, scene: SceneInput, depth_fn: DepthFn) -> StageResult:
     """Depth initialisation, the initial cache and memory bank, the trajectory plan."""
     started = time.perf_counter()
-    estimate = depth_fn(scene)
+    estimate = surface_depth(ctx.settings, scene, depth_fn(scene))
     state = initial_state(ctx, scene, estimate)
     keys = ctx.states.save(INIT, state) + [ctx.states.key(INIT, DEPTH_INFO)]
     ctx.store.put_bytes(ctx.bucket, keys[-1], json.dumps(estimate.info).encode())
@@ -205,11 +207,13 @@ def with_given_frame(render: CacheRender, image: torch.Tensor, depth: torch.Tens
     return replace(render, rgb=rgb, depth=z, mask=mask)
 
 
-def merge_keyframes(cache: Cache3D, recon: Reconstruction, name: str, keyframes: int) -> UpdateReport:
+def merge_keyframes(cache: Cache3D, recon: Reconstruction, name: str, keyframes: int,
+                    far_depth_ratio: float | None = None) -> UpdateReport:
     """Merge the valid pixels of ``keyframes`` evenly spaced frames of ``recon`` into the 3D cache (a reconstruction
-    in a relative frame is Sim(3)-aligned to the cache first)."""
+    in a relative frame is Sim(3)-aligned to the cache first), each frame's far depth compressed as the input's."""
     frames = keyframe_indices(len(recon.colors), min(keyframes, len(recon.colors)))
-    points, colors, valid = recon.frame_points(frames), recon.colors[frames], recon.frame_valid(frames)
+    colors, valid = recon.colors[frames], recon.frame_valid(frames)
+    points = compress_far_points(recon.frame_points(frames), valid, recon.cameras[frames], far_depth_ratio)
     anchors = (None, None)
     if recon.frame == "relative":
         anchors = overlap_correspondences(cache, points, recon.cameras[frames], valid)
@@ -245,7 +249,8 @@ def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, recons
     with step("reconstruct"):
         recon = reconstruct_fn(video, request)
     with step("cache_update"):
-        report = merge_keyframes(state.cache, recon, name, ctx.settings.trajectory.keyframes)
+        report = merge_keyframes(state.cache, recon, name, ctx.settings.trajectory.keyframes,
+                                 ctx.settings.memory.far_depth_ratio)
     with step("bank_update"):
         state.bank.add(video.frames, request.cameras, name,
                        frames=bank_frames(ctx.settings, len(video.frames)))

@@ -8,9 +8,10 @@
     <dir>/ckpts/config.json                  the weights, as written by ``huggingface-cli download
     <dir>/ckpts/model.safetensors            tencent/HunyuanWorld-Mirror --local-dir <dir>/ckpts``
 
-The model is called as ``model(views=..., cond_flags=[depth, rays, camera])`` with ``views["img"]``
-``[1,S,3,h,w]`` in [0,1] and, as priors, the requested cameras: ``views["camera_poses"]`` (c2w,
-OpenCV) and ``views["camera_intrs"]`` (pixels). It returns ``pts3d [1,S,h,w,3]``, ``pts3d_conf
+The model is called as ``model(views=..., cond_flags=[pose, depth, rays])`` (the order its visual
+transformer's ``_process_conditioning`` reads; the ``forward`` docstring's "[depth, rays, camera]" is
+wrong) with ``views["img"]`` ``[1,S,3,h,w]`` in [0,1] and, as priors, the requested cameras:
+``views["camera_poses"]`` (c2w, OpenCV) and ``views["camera_intrs"]`` (pixels, read as rays). It returns ``pts3d [1,S,h,w,3]``, ``pts3d_conf
 [1,S,h,w]``, ``depth [1,S,h,w,1]``, ``camera_poses [1,S,4,4]`` and ``camera_intrs [1,S,3,3]`` in a
 frame of its own at relative scale (it normalises the pose priors). Frames are resized so their long
 side is ``resolution`` and both sides are multiples of the 14-pixel patch.
@@ -53,7 +54,7 @@ MODULE, CLASS = "src.models.models.worldmirror", "WorldMirror"
 WEIGHTS_DIR, WEIGHT_FILES = "ckpts", ("config.json", "model.safetensors")
 PATCH = 14
 DEFAULT_RESOLUTION = 518  # the long side WorldMirror is trained at
-COND_FLAGS = (0, 1, 1)  # priors given: [depth, rays (intrinsics), camera (poses)]
+COND_FLAGS = (1, 0, 1)  # priors given: [pose, depth, rays (intrinsics)], as _process_conditioning reads them
 CONFIDENCE_PERCENTILE = 10.0  # per frame, the least confident points are dropped (as WorldMirror's demo does)
 MAX_ANCHOR_POINTS = 4096
 MIN_SPREAD = 1e-6  # second / first singular value of the centred world anchors; below it they are collinear
@@ -84,15 +85,17 @@ class WorldMirrorReconstructor(Reconstructor):
 
     name = "worldmirror"
     resources = Resources(gpus=1.0, cpus=4.0, memory_gb=32.0)
+    default_resolution = DEFAULT_RESOLUTION
 
     def __init__(
         self,
         settings: Settings | None = None,
         *,
         model: WorldMirrorModel | None = None,
-        resolution: int = DEFAULT_RESOLUTION,
+        resolution: int | None = None,
     ) -> None:
         super().__init__(settings)
+        resolution = resolution or self.default_resolution
         if resolution <= 0 or resolution % PATCH:
             raise ConfigurationError(f"WorldMirror resolution must be a positive multiple of {PATCH}, got {resolution}")
         self.model = model
@@ -132,7 +135,7 @@ class WorldMirrorReconstructor(Reconstructor):
         cameras' device."""
         views = {
             "img": images[None].to(self.device, torch.float32),
-            "camera_poses": cameras.c2w[None].to(self.device, torch.float32),
+            "camera_poses": self.pose_priors(cameras)[None].to(self.device, torch.float32),
             "camera_intrs": cameras.K[None].to(self.device, torch.float32),
         }
         bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -144,6 +147,11 @@ class WorldMirrorReconstructor(Reconstructor):
 
         predicted = Camera(take("camera_intrs", torch.float64), take("camera_poses", torch.float64), *images.shape[-2:])
         return WorldMirrorPrediction(take("pts3d"), take("pts3d_conf"), take("depth")[..., 0], predicted)
+
+
+    def pose_priors(self, cameras: Camera) -> Tensor:
+        """The c2w ``[N,4,4]`` poses given as priors (the model normalises them itself)."""
+        return cameras.c2w
 
 
 def model_input_size(height: int, width: int, resolution: int = DEFAULT_RESOLUTION) -> tuple[int, int]:
@@ -208,17 +216,23 @@ def load_worldmirror(path: Path | None, device: torch.device) -> WorldMirrorMode
             f"{SETTING}={path}: missing {', '.join(missing)} in {weights}; download them with "
             f"`huggingface-cli download tencent/HunyuanWorld-Mirror --local-dir {weights}`"
         )
-    package = sys.modules.get(MODULE.split(".")[0])
-    if package is not None and str(path / "src") not in list(getattr(package, "__path__", [])):
-        raise ConfigurationError(f"cannot import {MODULE}: another package named 'src' is already imported ({package})")
+    model_class = import_from_checkout(path, MODULE, CLASS, SETTING)
+    model = model_class.from_pretrained(str(weights)).to(device).eval()
+    return model.requires_grad_(False)
+
+
+def import_from_checkout(path: Path, module: str, attribute: str, setting: str):
+    """``module.attribute`` imported from the checkout at ``path`` (put first on ``sys.path``)."""
+    top = module.split(".")[0]
+    package = sys.modules.get(top)
+    if package is not None and str(path / top) not in list(getattr(package, "__path__", [])):
+        raise ConfigurationError(f"cannot import {module}: another package named {top!r} is already imported ({package})")
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
     try:
-        model_class = getattr(import_module(MODULE), CLASS)
+        return getattr(import_module(module), attribute)
     except ImportError as error:
         raise ConfigurationError(
-            f"cannot import {MODULE} from {path} ({error}); "
+            f"{setting}={path}: cannot import {module} ({error}); "
             f"install its requirements: pip install -r {path / 'requirements.txt'}"
         ) from None
-    model = model_class.from_pretrained(str(weights)).to(device).eval()
-    return model.requires_grad_(False)
