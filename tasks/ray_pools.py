@@ -207,15 +207,15 @@ def pool_key(settings: Settings) -> str:
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:12]
 
 
-def backend_needs(settings: Settings) -> dict[str, Resources]:
-    """What each configured backend asks of its actor."""
-    names = {"depth": settings.depth_backend, "generator": settings.generator, "reconstructor": settings.reconstructor}
-    return {kind: backend_class(kind, names[kind]).resources for kind in KINDS}
+def backend_names(settings: Settings) -> dict[str, str]:
+    """The configured backend of each kind."""
+    return dict(zip(KINDS, (settings.depth_backend, settings.generator, settings.reconstructor)))
 
 
 def live_plan(settings: Settings) -> ClusterPlan:
     """The pools as planned for the cluster's alive nodes now."""
-    return plan_cluster(backend_needs(settings), ray.nodes(), settings.ray.actor_cpu_share)
+    needs = {kind: backend_class(kind, name).resources for kind, name in backend_names(settings).items()}
+    return plan_cluster(needs, ray.nodes(), settings.ray.actor_cpu_share)
 
 
 @dataclass(frozen=True)
@@ -243,8 +243,7 @@ class ScenePools:
 
     def __init__(self, settings: Settings, plan: ClusterPlan) -> None:
         self.plan, self.plans = plan, plan.per_kind()
-        names = {"depth": settings.depth_backend, "generator": settings.generator,
-                 "reconstructor": settings.reconstructor}
+        names = backend_names(settings)
         key, actors = pool_key(settings), {kind: [] for kind in KINDS}
         for node in plan.nodes:
             where = NodeAffinitySchedulingStrategy(node.node_id, soft=False)

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,11 @@ pytestmark = pytest.mark.slow
 def two_nodes(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("two-nodes")
     out = root / "report.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORLDSTEREO_")} | {"PREFECT_API_URL": prefect_api}
-    subprocess.run([sys.executable, "two_node_batch.py", str(root), str(out)], cwd=Path(__file__).parent, env=env,
-                   check=True, timeout=900)
+    with tempfile.TemporaryDirectory(prefix="ray") as ray_tmp:  # short: Ray's socket paths live under it
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WORLDSTEREO_")} | {
+            "PREFECT_API_URL": prefect_api, "RAY_TMPDIR": ray_tmp}
+        subprocess.run([sys.executable, "two_node_batch.py", str(root), str(out)], cwd=Path(__file__).parent,
+                       env=env, check=True, timeout=900)
     return json.loads(out.read_text())
 
 

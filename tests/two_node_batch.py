@@ -1,5 +1,7 @@
 """Scene batches on a Ray cluster of two 1-CPU worker nodes beside a head without CPUs, in a process of its own
-(a process joins one Ray cluster only): ``python two_node_batch.py ROOT OUT.json``, with ``PREFECT_API_URL`` set.
+(a process joins one Ray cluster only): ``python two_node_batch.py ROOT OUT.json``, with ``PREFECT_API_URL`` set
+and ``RAY_TMPDIR`` naming a directory of its own (where the cluster leaves its address, which a plain ``ray.init()``
+of any other process on the machine would otherwise join).
 
 First a batch of two scenes on both nodes; then a batch of three during which one worker node is removed once
 the first of its stage records is written. Writes to OUT.json the node of every stage each batch ran, its
@@ -24,8 +26,17 @@ def main(root: Path, out: Path) -> None:
 
     node = {"num_cpus": 1, "object_store_memory": 150 * 1024**2}
     cluster = Cluster(initialize_head=True, head_node_args=node | {"num_cpus": 0, "include_dashboard": False})
-    workers = [cluster.add_node(**node) for _ in range(2)]
-    cluster.wait_for_nodes()
+    try:
+        workers = [cluster.add_node(**node) for _ in range(2)]
+        cluster.wait_for_nodes()
+        run(cluster, workers, root, out)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def run(cluster, workers: list, root: Path, out: Path) -> None:
+    """The two batches on ``cluster``; the report goes to ``out``."""
     os.environ |= {"WORLDSTEREO_RAY__ADDRESS": cluster.address, "WORLDSTEREO_RAY__STAGE_CPUS": "0.5",
                    "WORLDSTEREO_RAY__STAGE_TIMEOUT_S": "300", "WORLDSTEREO_STORAGE__BACKEND": "local",
                    "WORLDSTEREO_STORAGE__ROOT": str(root / "store")}
@@ -83,8 +94,6 @@ def main(root: Path, out: Path) -> None:
     remover.join()
     report["loss"] = {"rows": rows, "ran": list(ran), "scenes": scene_ids, "after": versions()} | removed
     out.write_text(json.dumps(report))
-    ray.shutdown()
-    cluster.shutdown()
 
 
 if __name__ == "__main__":
