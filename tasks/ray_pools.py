@@ -218,6 +218,11 @@ def live_plan(settings: Settings) -> ClusterPlan:
     return plan_cluster(needs, ray.nodes(), settings.ray.actor_cpu_share)
 
 
+def least_busy(actors: list, busy: Counter[int], salt: int) -> Any:
+    """The actor with the fewest stages in flight (``busy``, by ``id``); ties go to the first from ``salt`` on."""
+    return min(enumerate(actors), key=lambda a: (busy[id(a[1])], (a[0] - salt) % len(actors)))[1]
+
+
 @dataclass(frozen=True)
 class ModelHandles:
     """The actors of the three pools (small, picklable)."""
@@ -266,8 +271,7 @@ class ScenePools:
         by ``affinity``, so that processes sharing the pools spread their scenes too."""
         salt = zlib.crc32(affinity.encode())
         with self._busy_lock:
-            chosen = {kind: min(enumerate(actors), key=lambda a: (self._busy[id(a[1])], (a[0] - salt) % len(actors)))[1]
-                      for kind, actors in self.handles.actors.items()}
+            chosen = {kind: least_busy(actors, self._busy, salt) for kind, actors in self.handles.actors.items()}
             self._busy.update(id(actor) for actor in chosen.values())
         try:
             yield StageActors(chosen, self.call_timeout_s)
@@ -354,11 +358,11 @@ def _load_stage_code(generator: str, hold_s: float) -> int:
 
 def warm_up(settings: Settings) -> None:
     """Start the pools' actors and load the stage code (modules, the generator's class, image codecs) in one worker
-    per stage slot; returns when all are up."""
-    pools = get_pools(settings)
-    ray.get([actor.pid.remote() for actors in pools.handles.actors.values() for actor in actors])
+    per stage slot; returns when all are up (each wait at most ``ray.stage_timeout_s``)."""
+    pools, timeout = get_pools(settings), settings.ray.stage_timeout_s
+    ray.get([actor.pid.remote() for actors in pools.handles.actors.values() for actor in actors], timeout=timeout)
     ray.get([_load_stage_code.options(num_cpus=settings.ray.stage_cpus).remote(settings.generator, 0.5)
-             for _ in range(stage_slots(settings))])
+             for _ in range(stage_slots(settings))], timeout=timeout)
 
 
 def shutdown_pools() -> None:

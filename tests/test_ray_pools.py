@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
-from tasks.ray_pools import check_stage_fits, plan_cluster, plan_pools, worker_threads
+from tasks.ray_pools import check_stage_fits, least_busy, plan_cluster, plan_pools, worker_threads
 from worldstereo.config import RaySettings
 from worldstereo.errors import ConfigurationError
 from worldstereo.pipeline.backends import Resources
@@ -73,3 +75,13 @@ def test_three_gpu_backends_fit_on_every_gpu_together() -> None:
     assert {k: (p.size, p.num_gpus) for k, p in plans.items()} == {k: (2, 1 / 3) for k in plans}
     assert sum(p.size * p.num_cpus for p in plans.values()) <= 16.0
     assert sum(p.size * p.memory for p in plans.values()) <= 96 * 1024**3
+
+
+def test_stages_spread_over_the_actors_of_a_pool() -> None:
+    actors, busy = [object() for _ in range(4)], Counter()
+    for salt in (7, 7, 3, 0):  # four stages at once, two of the same scene: one actor each
+        busy[id(least_busy(actors, busy, salt))] += 1
+    assert sorted(busy[id(a)] for a in actors) == [1, 1, 1, 1]
+    busy[id(actors[2])] -= 1  # a stage ends: the next one takes its actor
+    assert least_busy(actors, busy, 5) is actors[2]
+    assert least_busy(actors, Counter(), 6) is actors[2]  # idle pool: the scene's own first choice
