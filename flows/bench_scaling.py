@@ -137,7 +137,9 @@ def run_scaling_benchmark(slots: tuple[int, ...] = (1, 2, 4), scenes: int = 8, m
         wanted = [(k, scenes) for k in slots] + [(max(slots), n) for n in memory_scenes if n != scenes]
         for k, n in wanted:
             out = subprocess.run([sys.executable, "-m", "flows.bench_scaling", str(k), str(n), str(sleep_s)],
-                                 env=env, capture_output=True, text=True, check=True)
+                                 env=env, capture_output=True, text=True)
+            if out.returncode:
+                raise RuntimeError(f"point k={k}, N={n} failed:\n{out.stderr[-4000:]}")
             points.append(json.loads(out.stdout.strip().splitlines()[-1]))
     finally:
         server.stop()
