@@ -5,6 +5,12 @@ Each (k, N) runs in a process of its own against one shared Prefect API, so that
 flow process's peak memory (``ru_maxrss``) is that run's. A warm-up batch of k scenes starts the actors first;
 the figures are those of the timed batch after it. Model compute is simulated (a sleep), so k slots may exceed
 the machine's cores; the scenes' CPU geometry is real and small.
+
+On a machine with few cores the geometry of k scenes at once competes for them, so each point also measures the
+CPU the batch used (``cpu_s``: the point's process tree, i.e. flow, Ray, stage workers and actors, and the Prefect
+API server; ``flow_cpu_s``: the flow process alone) and the cores other processes kept busy meanwhile
+(``others_cores``). ``cores_used`` is what the batch got; ``cores_needed`` what it would need to run at k times
+the speed of k = 1: where it exceeds what the machine leaves, the loss is CPU contention, not orchestration.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from worldstereo.pipeline.backends import GeneratedVideo, GenerationRequest, Res
 from worldstereo.pipeline.generators.oracle import OracleGenerator
 
 SLEEP_ENV = "WORLDSTEREO_BENCH_GENERATOR_SLEEP_S"
+API_PID_ENV = "WORLDSTEREO_BENCH_API_PID"
 GENERATOR = "flows.bench_scaling:SleepingGenerator"
 
 
@@ -50,6 +57,36 @@ def _scenes(settings, root: Path, count: int, prefix: str, first_seed: int = 0) 
         upload_inputs(store, settings.storage.input_bucket, [image], f"{prefix}{i:03d}/")
 
 
+def _proc_stat(pid: str) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()  # from the state on: the command may hold spaces
+
+
+def tree_cpu_s(roots: list[int]) -> float:
+    """CPU seconds (user + system, with reaped children's) of ``roots`` and their live descendants (Linux /proc)."""
+    parents, cpu = {}, {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = _proc_stat(pid)
+        except OSError:  # exited meanwhile
+            continue
+        parents[int(pid)] = int(fields[1])
+        cpu[int(pid)] = sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+    tree, todo = set(), [pid for pid in roots if pid in cpu]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo += [child for child, parent in parents.items() if parent == pid and child not in tree]
+    return sum(cpu[pid] for pid in tree) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all cores of the machine spent busy since boot (``/proc/stat``)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+
+
 def run_point(slots: int, scenes: int, sleep_s: float) -> dict:
     """One (k, N) point in this process: warm-up batch of k scenes, then the timed batch of N."""
     from flows.scene_batch import batch_settings, run_scene_batch
@@ -70,12 +107,17 @@ def run_point(slots: int, scenes: int, sleep_s: float) -> dict:
         run_scene_batch(input_prefix="warm/", **run)
         warm_s = time.perf_counter() - started
         _scenes(settings, Path(tmp) / "timed", scenes, "timed/")
+        ours = [os.getpid()] + ([int(os.environ[API_PID_ENV])] if API_PID_ENV in os.environ else [])
+        cpu, busy, flow_cpu = tree_cpu_s(ours), machine_busy_s(), time.process_time()
         started = time.perf_counter()
         rows = run_scene_batch(input_prefix="timed/", **run)
         batch_s = time.perf_counter() - started
+        cpu, busy, flow_cpu = tree_cpu_s(ours) - cpu, machine_busy_s() - busy, time.process_time() - flow_cpu
     done = sum(row["status"] == "done" for row in rows)
+    others_cores = max(0.0, busy - cpu) / batch_s
     return {"slots": slots, "scenes": scenes, "done": done, "batch_s": batch_s, "throughput": done / batch_s,
-            "warmup_s": warm_s, "ray_start_s": ray_start_s,
+            "warmup_s": warm_s, "ray_start_s": ray_start_s, "cpu_s": cpu, "flow_cpu_s": flow_cpu,
+            "others_cores": others_cores, "cores_used": cpu / batch_s,
             "flow_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -88,20 +130,26 @@ def run_scaling_benchmark(slots: tuple[int, ...] = (1, 2, 4), scenes: int = 8, m
     server = SubprocessASGIServer()
     server.start(timeout=600)
     api_start_s = time.perf_counter() - started
-    env = os.environ | {"PREFECT_API_URL": server.api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = os.environ | {"PREFECT_API_URL": server.api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                        API_PID_ENV: str(server.server_process.pid)}
     points = []
     try:
         wanted = [(k, scenes) for k in slots] + [(max(slots), n) for n in memory_scenes if n != scenes]
         for k, n in wanted:
             out = subprocess.run([sys.executable, "-m", "flows.bench_scaling", str(k), str(n), str(sleep_s)],
-                                 env=env, capture_output=True, text=True, check=True)
+                                 env=env, capture_output=True, text=True)
+            if out.returncode:
+                raise RuntimeError(f"point k={k}, N={n} failed:\n{out.stderr[-4000:]}")
             points.append(json.loads(out.stdout.strip().splitlines()[-1]))
     finally:
         server.stop()
-    base = next(p["throughput"] for p in points if p["slots"] == min(slots) and p["scenes"] == scenes)
-    speedup = {p["slots"]: p["throughput"] / base for p in points if p["scenes"] == scenes}
+    base = next(p for p in points if p["slots"] == min(slots) and p["scenes"] == scenes)
+    timed = [p for p in points if p["scenes"] == scenes]
+    speedup = {p["slots"]: p["throughput"] / base["throughput"] for p in timed}
+    linear = {p["slots"]: p["done"] * min(slots) / (base["throughput"] * p["slots"]) for p in timed}  # batch s, ideal
     memory = {p["scenes"]: p["flow_peak_rss_mb"] for p in points if p["slots"] == max(slots)}
-    return {"points": points, "speedup": speedup, "efficiency": {k: s / k for k, s in speedup.items()},
+    return {"points": points, "speedup": speedup, "efficiency": {k: s * min(slots) / k for k, s in speedup.items()},
+            "cores_needed": {p["slots"]: p["cpu_s"] / linear[p["slots"]] for p in timed},
             "flow_peak_rss_mb": memory, "sleep_s": sleep_s, "api_start_s": api_start_s, "cpu_count": os.cpu_count()}
 
 
@@ -109,12 +157,16 @@ def format_report(result: dict) -> str:
     """Human-readable summary of :func:`run_scaling_benchmark`."""
     lines = [f"generator sleeps {result['sleep_s']} s per trajectory; {result['cpu_count']} CPU cores; "
              f"Prefect API start {result['api_start_s']:.1f} s (not included)",
-             "slots  scenes  done  batch s  scenes/s  speedup  efficiency  flow peak RSS MB  Ray start s"]
+             "slots  scenes  done  batch s  scenes/s  speedup  efficiency  CPU s  flow CPU s  others' cores  "
+             "cores used  cores needed  flow peak RSS MB"]
     for p in result["points"]:
-        speedup = result["speedup"].get(p["slots"]) if p["scenes"] == result["points"][0]["scenes"] else None
+        timed = p["scenes"] == result["points"][0]["scenes"]
+        figures = ((f"{result['speedup'][p['slots']]:>7.2f}  {result['efficiency'][p['slots']]:>10.2f}") if timed
+                   else f"{'':>7}  {'':>10}")
+        needed = f"{result['cores_needed'][p['slots']]:>12.2f}" if timed else f"{'':>12}"
         lines.append(f"{p['slots']:>5}  {p['scenes']:>6}  {p['done']:>4}  {p['batch_s']:>7.1f}  {p['throughput']:>8.3f}  "
-                     + (f"{speedup:>7.2f}  {speedup / p['slots']:>10.2f}" if speedup else f"{'':>7}  {'':>10}")
-                     + f"  {p['flow_peak_rss_mb']:>16.0f}  {p['ray_start_s']:>11.1f}")
+                     f"{figures}  {p['cpu_s']:>5.0f}  {p['flow_cpu_s']:>10.1f}  {p['others_cores']:>13.2f}  "
+                     f"{p['cores_used']:>10.2f}  {needed}  {p['flow_peak_rss_mb']:>16.0f}")
     return "\n".join(lines)
 
 

@@ -1,23 +1,27 @@
 """Ray actor pools that hold loaded backends: weights load once per actor, then serve many requests.
 
-The depth, generator and reconstructor pools are planned together from ``ray.cluster_resources()``:
+The depth, generator and reconstructor pools are planned together, node by node, from the alive nodes
+(``ray.nodes()``), and planned again whenever the alive nodes change:
 
-* GPU backends share the GPUs: each GPU backend gets one actor per GPU asking for ``1/n`` of a GPU
+* Every node with CPUs hosts the pools' actors, pinned to it and sized from its own resources, so the
+  planner knows what each node leaves to stage tasks (:func:`stage_slots` counts only those CPUs).
+* GPU backends share a node's GPUs: each GPU backend gets one actor per GPU asking for ``1/n`` of a GPU
   (``n`` = how many of the three want a GPU, and never more than the backend declares), so the pools
   always fit together and every GPU hosts one actor of each. Without GPUs they run as CPU actors.
-* Actors together ask for at most ``ray.actor_cpu_share`` of the cluster's CPUs, leaving the rest to
+* A node's actors together ask for at most ``ray.actor_cpu_share`` of its CPUs, leaving the rest to
   the scenes' stage tasks, so actors and stage tasks can never wait on each other forever.
 * Each actor declares the memory its backend needs (``Resources.memory_gb``, capped at its share of
-  the cluster's memory), so Ray places it where that memory is.
+  its node's memory).
 * Stage tasks and actors compute with :func:`worker_threads` torch threads, not the one thread Ray's
   ``OMP_NUM_THREADS`` gives a worker with a CPU share of 1 or less.
 
-Actors restart when they die and Ray retries the calls that were in flight. A call that does not return
-within ``ray.call_timeout_s`` raises :class:`ModelCallTimeout`, a transient failure of its stage.
+An actor whose process dies restarts on its node and Ray retries the calls that were in flight; an actor
+whose node is lost is not restarted elsewhere. A call that does not return within ``ray.call_timeout_s``
+raises :class:`ModelCallTimeout`, a transient failure of its stage.
 
 Pools are named, detached actors in the ``worldstereo`` namespace, named after what their backends depend
-on: every flow process of the cluster (two deployment runs, a CLI batch beside them) uses the same pools
-instead of planning a set of its own, and loaded models stay warm between batches until
+on and their node: every flow process of the cluster (two deployment runs, a CLI batch beside them) uses
+the same pools instead of planning a set of its own, and loaded models stay warm between batches until
 :func:`release_all_pools` (``worldstereo release-pools``) or the cluster's end.
 """
 
@@ -27,13 +31,18 @@ import hashlib
 import logging
 import os
 import threading
+import math
 import time
 import zlib
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import ray
 import torch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from tasks.transport import SETUP_HOOK, register_tensor_transport
 from worldstereo.config import RaySettings, Settings
@@ -47,6 +56,7 @@ NAMESPACE = "worldstereo"
 KINDS = ("depth", "generator", "reconstructor")
 CPUS_PER_CPU_ACTOR = 16
 GIB = 1024**3
+RAY_UNITS = 10_000  # Ray counts resources in units of 1/10,000
 _lock = threading.Lock()
 _pools: dict[str, ScenePools] = {}
 
@@ -115,7 +125,8 @@ class PoolPlan:
 
 def plan_pools(needs: dict[str, Resources], cluster: dict[str, float], cpu_share: float = 0.5,
                ) -> dict[str, PoolPlan]:
-    """Plans for all pools at once (see the module docstring); ``needs`` maps a kind to its backend's needs."""
+    """Plans for all pools at once on one node's resources ``cluster`` (see the module docstring); ``needs`` maps
+    a kind to its backend's needs."""
     gpus, cpus = cluster.get("GPU", 0.0), cluster.get("CPU", 1.0)
     memory = cluster.get("memory", 0.0)
     on_gpu = [kind for kind, need in needs.items() if need.gpus > 0 and gpus >= 1]
@@ -126,23 +137,66 @@ def plan_pools(needs: dict[str, Resources], cluster: dict[str, float], cpu_share
     for kind, need in needs.items():
         size = gpu_size if kind in on_gpu else cpu_size
         gpu = min(need.gpus, 1.0 / len(on_gpu)) if kind in on_gpu else 0.0
-        cpu = min(need.cpus, cpus * cpu_share / actors)
+        cpu = math.floor(min(need.cpus, cpus * cpu_share / actors) * RAY_UNITS) / RAY_UNITS  # never above the share
         mem = int(min(need.memory_gb * GIB, memory / actors)) if memory else 0
         plans[kind] = PoolPlan(size, gpu, cpu, mem)
     return plans
 
 
 @dataclass(frozen=True)
-class ModelHandles:
-    """The actors of the three pools: what a stage task needs to call the models (small, picklable)."""
+class NodePlan:
+    """The actors planned on one alive node, and the CPUs they leave to stage tasks."""
 
-    actors: dict[str, list]
-    call_timeout_s: float
+    node_id: str
+    cpus: float
+    pools: dict[str, PoolPlan]
 
-    def actor(self, kind: str, affinity: str) -> Any:
-        """The actor of ``kind`` that serves a scene: the same one for all of its calls."""
-        actors = self.actors[kind]
-        return actors[zlib.crc32(affinity.encode()) % len(actors)]
+    @property
+    def free_cpus(self) -> float:
+        return self.cpus - sum(plan.size * plan.num_cpus for plan in self.pools.values())
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    """The pools of every alive node (sorted by node id: every process plans the same actors)."""
+
+    nodes: tuple[NodePlan, ...]
+
+    def slots(self, stage_cpus: float) -> int:
+        """Stage tasks of ``stage_cpus`` that fit at once beside the actors."""
+        return sum(int(node.free_cpus / stage_cpus + 1e-9) for node in self.nodes)
+
+    def per_kind(self) -> dict[str, PoolPlan]:
+        """Each pool over the cluster: its actors in all and the most one of them asks."""
+        pools: dict[str, PoolPlan] = {}
+        for node in self.nodes:
+            for kind, p in node.pools.items():
+                q = pools.get(kind)
+                pools[kind] = p if q is None else PoolPlan(q.size + p.size, max(q.num_gpus, p.num_gpus),
+                                                           max(q.num_cpus, p.num_cpus), max(q.memory, p.memory))
+        return pools
+
+
+def plan_cluster(needs: dict[str, Resources], nodes: list[dict], cpu_share: float) -> ClusterPlan:
+    """Pools planned node by node from the alive ``nodes`` (``ray.nodes()``): every node with CPUs hosts an actor
+    of each backend (a backend that wants a GPU only on nodes with one, if any node has), sized by
+    :func:`plan_pools` from that node's own resources, so an actor never needs CPUs of another node."""
+    alive = sorted((node for node in nodes if node.get("Alive")), key=lambda node: node["NodeID"])
+    any_gpu = any(node["Resources"].get("GPU", 0.0) >= 1 for node in alive)
+    planned = []
+    for node in alive:
+        resources = node["Resources"]
+        has_gpu = resources.get("GPU", 0.0) >= 1
+        here = {kind: need for kind, need in needs.items()
+                if resources.get("CPU", 0.0) > 0 and (has_gpu or not (any_gpu and need.gpus > 0))}
+        planned.append(NodePlan(node["NodeID"], resources.get("CPU", 0.0),
+                                plan_pools(here, resources, cpu_share) if here else {}))
+    plan = ClusterPlan(tuple(planned))
+    missing = [kind for kind in needs if kind not in plan.per_kind()]
+    if missing:
+        raise ConfigurationError(f"no alive Ray node can host the {', '.join(missing)} pool "
+                                 f"({len(alive)} alive nodes, {sum(n.cpus for n in planned):g} CPUs)")
+    return plan
 
 
 def pool_key(settings: Settings) -> str:
@@ -154,24 +208,77 @@ def pool_key(settings: Settings) -> str:
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:12]
 
 
-class ScenePools:
-    """The depth, generator and reconstructor pools of one configuration (joined when they already run)."""
+def backend_names(settings: Settings) -> dict[str, str]:
+    """The configured backend of each kind."""
+    return dict(zip(KINDS, (settings.depth_backend, settings.generator, settings.reconstructor)))
 
-    def __init__(self, settings: Settings) -> None:
-        names = {"depth": settings.depth_backend, "generator": settings.generator,
-                 "reconstructor": settings.reconstructor}
-        needs = {kind: backend_class(kind, names[kind]).resources for kind in KINDS}
-        self.plans = plan_pools(needs, ray.cluster_resources(), settings.ray.actor_cpu_share)
-        key, actors = pool_key(settings), {}
-        for kind in KINDS:
-            plan = self.plans[kind]
-            options = {"num_gpus": plan.num_gpus, "num_cpus": plan.num_cpus, "max_restarts": ACTOR_RESTARTS,
-                       "max_task_retries": ACTOR_RESTARTS, "namespace": NAMESPACE, "lifetime": "detached",
-                       "get_if_exists": True} | ({"memory": plan.memory} if plan.memory else {})
-            actors[kind] = [BackendActor.options(name=f"{kind}-{key}-{i}", **options).remote(kind, names[kind], settings)
-                            for i in range(plan.size)]
-        self.handles = ModelHandles(actors, settings.ray.call_timeout_s)
-        log.info("model pools %s: %s", key, self.plans)
+
+def live_plan(settings: Settings) -> ClusterPlan:
+    """The pools as planned for the cluster's alive nodes now."""
+    needs = {kind: backend_class(kind, name).resources for kind, name in backend_names(settings).items()}
+    return plan_cluster(needs, ray.nodes(), settings.ray.actor_cpu_share)
+
+
+def least_busy(actors: list, busy: Counter[int], salt: int) -> Any:
+    """The actor with the fewest stages in flight (``busy``, by ``id``); ties go to the first from ``salt`` on."""
+    return min(enumerate(actors), key=lambda a: (busy[id(a[1])], (a[0] - salt) % len(actors)))[1]
+
+
+@dataclass(frozen=True)
+class ModelHandles:
+    """The actors of the three pools (small, picklable)."""
+
+    actors: dict[str, list]
+
+
+@dataclass(frozen=True)
+class StageActors:
+    """The actor of each kind that serves one stage, and the deadline of each model call (small, picklable)."""
+
+    actors: dict[str, Any]
+    call_timeout_s: float
+
+
+class ScenePools:
+    """The depth, generator and reconstructor pools of one configuration on the nodes of ``plan`` (actors that
+    already run under their names are joined).
+
+    Actors are named after the configuration and their node and pinned to it: an actor whose process dies
+    restarts there, and one whose node is lost dies with it instead of taking CPUs elsewhere that the
+    survivors' stage tasks need; the next :func:`get_pools` plans the pools of the nodes still alive."""
+
+    def __init__(self, settings: Settings, plan: ClusterPlan) -> None:
+        self.plan, self.plans = plan, plan.per_kind()
+        names = backend_names(settings)
+        key, actors = pool_key(settings), {kind: [] for kind in KINDS}
+        for node in plan.nodes:
+            where = NodeAffinitySchedulingStrategy(node.node_id, soft=False)
+            for kind, pool in node.pools.items():
+                options = {"num_gpus": pool.num_gpus, "num_cpus": pool.num_cpus, "max_restarts": ACTOR_RESTARTS,
+                           "max_task_retries": ACTOR_RESTARTS, "namespace": NAMESPACE, "lifetime": "detached",
+                           "get_if_exists": True, "scheduling_strategy": where} | (
+                              {"memory": pool.memory} if pool.memory else {})
+                actors[kind] += [BackendActor.options(name=f"{kind}-{key}-{node.node_id[:12]}-{i}", **options)
+                                 .remote(kind, names[kind], settings) for i in range(pool.size)]
+        self.handles = ModelHandles(actors)
+        self.call_timeout_s = settings.ray.call_timeout_s
+        self._busy: Counter[int] = Counter()
+        self._busy_lock = threading.Lock()
+        log.info("model pools %s on %d nodes: %s", key, len(plan.nodes), self.plans)
+
+    @contextmanager
+    def lease(self, affinity: str) -> Iterator[StageActors]:
+        """The least busy actor of each kind for one stage (busy: stages of this process using it); ties go
+        by ``affinity``, so that processes sharing the pools spread their scenes too."""
+        salt = zlib.crc32(affinity.encode())
+        with self._busy_lock:
+            chosen = {kind: least_busy(actors, self._busy, salt) for kind, actors in self.handles.actors.items()}
+            self._busy.update(id(actor) for actor in chosen.values())
+        try:
+            yield StageActors(chosen, self.call_timeout_s)
+        finally:
+            with self._busy_lock:
+                self._busy.subtract(id(actor) for actor in chosen.values())
 
     def kill(self) -> None:
         _kill_and_wait([actor for actors in self.handles.actors.values() for actor in actors])
@@ -203,37 +310,39 @@ def release_all_pools(settings: RaySettings) -> int:
 
 
 def stage_slots(settings: Settings) -> int:
-    """How many stage tasks the cluster runs at once beside the model actors."""
+    """How many stage tasks the cluster's alive nodes run at once beside the model actors planned on them."""
     ensure_ray(settings.ray)
-    return check_stage_fits(settings.ray, ray.nodes())
+    return check_stage_fits(settings.ray, live_plan(settings))
 
 
-def check_stage_fits(settings: RaySettings, nodes: list[dict]) -> int:
-    """Stage slots of the cluster's live ``nodes``; a ``stage_cpus`` no node can give beside its share of the
-    model actors would wait forever, so it is refused."""
-    free = [node["Resources"].get("CPU", 0.0) * (1 - settings.actor_cpu_share) for node in nodes if node.get("Alive")]
-    slots = sum(int(cpus // settings.stage_cpus) for cpus in free)
+def check_stage_fits(settings: RaySettings, plan: ClusterPlan) -> int:
+    """Stage slots of ``plan``; a ``stage_cpus`` that no node can give beside its actors would wait forever, so it
+    is refused."""
+    slots = plan.slots(settings.stage_cpus)
     if slots == 0:
+        free = max((node.free_cpus for node in plan.nodes), default=0.0)
         raise ConfigurationError(
-            f"ray.stage_cpus={settings.stage_cpus:g} is more than any node has free beside the model actors "
-            f"(at most {max(free, default=0.0):g} CPUs with ray.actor_cpu_share={settings.actor_cpu_share:g}); "
-            "lower ray.stage_cpus or ray.actor_cpu_share")
+            f"ray.stage_cpus={settings.stage_cpus:g} is more than any of the {len(plan.nodes)} alive nodes has free "
+            f"beside the model actors (at most {free:.4g} CPUs with ray.actor_cpu_share={settings.actor_cpu_share:g}); "
+            "lower ray.stage_cpus or ray.actor_cpu_share, or add nodes")
     return slots
 
 
 def get_pools(settings: Settings) -> ScenePools:
-    """The process-wide pools for the configured backends (created on first use).
+    """The process-wide pools for the configured backends on the cluster's alive nodes (planned again when the
+    nodes change: the actors of nodes still alive are the same ones, by name).
 
     A process holds one set: pools for other backends or settings are released first, since each set is
     planned to take its share of the cluster (two sets would leave stage tasks no CPU and wait forever)."""
     ensure_ray(settings.ray)
-    key = pool_key(settings)
+    key, plan = pool_key(settings), live_plan(settings)
     with _lock:
         if key not in _pools:
             for stale in _pools.values():
                 stale.kill()
             _pools.clear()
-            _pools[key] = ScenePools(settings)
+        if key not in _pools or _pools[key].plan != plan:
+            _pools[key] = ScenePools(settings, plan)
         return _pools[key]
 
 
@@ -250,11 +359,11 @@ def _load_stage_code(generator: str, hold_s: float) -> int:
 
 def warm_up(settings: Settings) -> None:
     """Start the pools' actors and load the stage code (modules, the generator's class, image codecs) in one worker
-    per stage slot; returns when all are up."""
-    pools = get_pools(settings)
-    ray.get([actor.pid.remote() for actors in pools.handles.actors.values() for actor in actors])
+    per stage slot; returns when all are up (each wait at most ``ray.stage_timeout_s``)."""
+    pools, timeout = get_pools(settings), settings.ray.stage_timeout_s
+    ray.get([actor.pid.remote() for actors in pools.handles.actors.values() for actor in actors], timeout=timeout)
     ray.get([_load_stage_code.options(num_cpus=settings.ray.stage_cpus).remote(settings.generator, 0.5)
-             for _ in range(stage_slots(settings))])
+             for _ in range(stage_slots(settings))], timeout=timeout)
 
 
 def shutdown_pools() -> None:

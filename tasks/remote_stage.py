@@ -3,7 +3,8 @@
 The worker reads the input and the previous stage's snapshot from the store, does the CPU geometry
 (GGM renders, retrieval, pointmaps, cache merge, encodes, exports) and calls the model actors. Requests
 and videos travel between the worker and the actors as Ray object references; the flow process only
-sends ids and receives a :class:`StageOutcome`.
+sends ids and receives a :class:`StageOutcome`. Each stage takes the least busy actor of each pool and is
+waited for at most ``ray.stage_timeout_s``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from prefect.logging import get_run_logger
 
 from tasks.artifacts import scene_markdown
 from tasks.errors import plain, underlying
-from tasks.ray_pools import ModelCallTimeout, ModelHandles, get_pools, worker_threads
+from tasks.ray_pools import ModelCallTimeout, StageActors, check_stage_fits, get_pools, worker_threads
 from worldstereo.config import Settings
 from worldstereo.pipeline.backends import GeneratedVideo, GenerationRequest
 from worldstereo.pipeline.local import read_input
@@ -31,30 +32,36 @@ from worldstereo.storage.factory import open_store
 
 @dataclass(frozen=True)
 class StageOutcome:
-    """What the flow learns of a stage: whether it ran, how long it took, and (init) the trajectory names."""
+    """What the flow learns of a stage: whether it ran, how long it took, where, and (init) the trajectory names."""
 
     stage: str
     ran: bool
     duration_s: float
     names: list[str] | None = None
     markdown: str | None = None  # export: the scene's preview for the Prefect UI
+    node_id: str | None = None  # the Ray node the stage task ran on
+
+
+class StageTimeout(TimeoutError):
+    """A stage task did not return within ``ray.stage_timeout_s`` (transient: the scene resumes from its last
+    finished stage)."""
 
 
 class ActorModels:
-    """Model calls on the scene's actors. A generated video goes to the reconstructor as the generator
+    """Model calls on the stage's actors. A generated video goes to the reconstructor as the generator
     actor's object reference, and a request is put into the object store once for both calls."""
 
-    def __init__(self, handles: ModelHandles, scene_id: str) -> None:
-        self.handles, self.scene_id = handles, scene_id
+    def __init__(self, actors: StageActors) -> None:
+        self.actors = actors
         self._refs: dict[int, ray.ObjectRef] = {}
 
     def _call(self, kind: str, method: str, *args: Any) -> Any:
-        ref = self.handles.actor(kind, self.scene_id).call.remote(method, *args)
+        ref = self.actors.actors[kind].call.remote(method, *args)
         try:
-            return ref, ray.get(ref, timeout=self.handles.call_timeout_s)
+            return ref, ray.get(ref, timeout=self.actors.call_timeout_s)
         except ray.exceptions.GetTimeoutError as exc:
             ray.cancel(ref)
-            raise ModelCallTimeout(f"{kind} {method} did not return within {self.handles.call_timeout_s:g} s "
+            raise ModelCallTimeout(f"{kind} {method} did not return within {self.actors.call_timeout_s:g} s "
                                    "(ray.call_timeout_s)") from exc
 
     def estimate(self, scene):
@@ -72,34 +79,42 @@ class ActorModels:
 
 
 def execute_stage(settings: Settings, scene_id: str, input_key: str, stage: Stage, names: list[str] | None,
-                  handles: ModelHandles) -> StageOutcome:
+                  actors: StageActors) -> StageOutcome:
     """Run ``stage`` of the scene unless it is done (the body of :data:`stage_task_remote`)."""
     started = time.perf_counter()
     torch.set_num_threads(worker_threads(settings.ray))
     store = open_store(settings.storage)
     ctx = SceneContext(store, settings.storage.work_bucket, scene_id, settings)
-    models = ActorModels(handles, scene_id)
+    models = ActorModels(actors)
     clip = make_backend("generator", settings.generator, settings).clip_frames  # from settings: no weights load
     ran = run_stage(ctx, stage, Models(models.estimate, models.generate, models.reconstruct, clip),
                     lambda: read_input(store, settings.storage.input_bucket, input_key, settings), names)
     markdown = scene_markdown(settings, scene_id) if stage.kind == EXPORT else None
     if stage.kind == INIT:
         names = trajectory_names(ctx)
-    return StageOutcome(stage.label, ran, time.perf_counter() - started, names, markdown)
+    return StageOutcome(stage.label, ran, time.perf_counter() - started, names, markdown,
+                        ray.get_runtime_context().get_node_id())
 
 
 stage_task_remote = ray.remote(execute_stage)
 
 
 def run_on_cluster(settings: Settings, scene_id: str, input_key: str, stage: Stage,
-                    names: list[str] | None) -> StageOutcome:
-    """Submit the stage as a Ray task and wait for its small outcome; a remote error is raised as itself."""
+                   names: list[str] | None) -> StageOutcome:
+    """Submit the stage as a Ray task and wait for its small outcome, at most ``ray.stage_timeout_s``; a remote
+    error is raised as itself, a stage no alive node can hold beside its actors as a ``ConfigurationError``."""
     pools = get_pools(settings)
+    check_stage_fits(settings.ray, pools.plan)
     options = {"num_cpus": settings.ray.stage_cpus, "max_retries": settings.ray.stage_retries,
                "retry_exceptions": False}
-    ref = stage_task_remote.options(**options).remote(settings, scene_id, input_key, stage, names, pools.handles)
-    try:
-        return ray.get(ref)
-    except ray.exceptions.RayTaskError as exc:
-        get_run_logger().error("stage %s of %s failed on the cluster:\n%s", stage.label, scene_id, plain(str(exc)))
-        raise underlying(exc) from None
+    with pools.lease(scene_id) as actors:
+        ref = stage_task_remote.options(**options).remote(settings, scene_id, input_key, stage, names, actors)
+        try:
+            return ray.get(ref, timeout=settings.ray.stage_timeout_s)
+        except ray.exceptions.GetTimeoutError as exc:
+            ray.cancel(ref, force=True)
+            raise StageTimeout(f"stage {stage.label} of {scene_id} did not return within "
+                               f"{settings.ray.stage_timeout_s:g} s (ray.stage_timeout_s)") from exc
+        except ray.exceptions.RayTaskError as exc:
+            get_run_logger().error("stage %s of %s failed on the cluster:\n%s", stage.label, scene_id, plain(str(exc)))
+            raise underlying(exc) from None

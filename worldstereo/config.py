@@ -47,8 +47,10 @@ class RaySettings(BaseModel):
     # a model call that does not return in this time fails as transient (its stage retries)
     call_timeout_s: float = Field(default=3600.0, gt=0)
     stage_cpus: float = Field(default=1.0, gt=0)  # what each stage task of a scene asks of Ray
+    # a stage task (queued or running) not returned in this time is cancelled and fails as transient
+    stage_timeout_s: float = Field(default=10800.0, gt=0)
     stage_retries: int = Field(default=3, ge=0)  # Ray re-runs of a stage task whose worker died
-    actor_cpu_share: float = Field(default=0.5, gt=0, lt=1)  # of the cluster's CPUs, for model actors
+    actor_cpu_share: float = Field(default=0.5, gt=0, lt=1)  # of each node's CPUs, for model actors
     # torch threads of a stage task or model actor (None: stage_cpus / (1 - actor_cpu_share), see tasks.ray_pools)
     worker_threads: int | None = Field(default=None, ge=1)
     # a scene claim (renewed every third of this by its batch) not renewed for this long may be taken over
