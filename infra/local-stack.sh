@@ -3,7 +3,7 @@
 #   S3 server on loopback  SeaweedFS (`weed server` with filer and S3 gateway; scripts/setup.sh installs it),
 #                          data under infra/.local-stack/seaweedfs, credentials required, telemetry off
 #   Prefect server         `prefect server start` on its own SQLite database
-#   work pool + worker     `worldstereo-process` (type process, one flow run at a time) and a worker on it
+#   work pool + worker     `worldstereo-process` (type process, no concurrency limit) and a worker on it
 #   Ray head               `ray start --head` with this machine's CPUs (and GPUs)
 #   webhook receiver       `worldstereo serve-webhook`: the filer posts every new object of the input bucket to it
 # Writes infra/.env.local (`source infra/.env.local` to talk to the stack) and keeps databases, logs and
