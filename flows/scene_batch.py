@@ -73,6 +73,7 @@ def scene_batch(
 ) -> list[dict]:
     """Process the input bucket's new (and optionally failed) scenes; returns one status row per scene."""
     settings = batch_settings(generator, reconstructor, depth, trajectory, overrides)
+    open_store(settings.storage).require_conditional_writes(settings.storage.work_bucket)  # claims rest on them
     logger = get_run_logger()
     new_ids = register_inputs(settings, input_prefix)
     catalog = Catalog(open_store(settings.storage), settings.storage.work_bucket)
