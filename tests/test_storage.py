@@ -241,6 +241,8 @@ def test_put_if_absent_creates_once(store: ObjectStore, storage_settings):
     store.delete(bucket, "locks/scene.lock")
     assert store.put_if_absent(bucket, "locks/scene.lock", b"third")
     assert store.get_bytes(bucket, "locks/scene.lock") == b"third"
+    store.require_conditional_writes(bucket)  # every backend honours them; the probe leaves nothing behind
+    assert _keys(store, bucket) == ["locks/scene.lock"]
 
 
 def test_copy_is_independent_of_its_source(store: ObjectStore, storage_settings):
