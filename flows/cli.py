@@ -78,10 +78,11 @@ def serve_webhook(
     """Serve the bucket-notification receiver: new input images start the scene-batch deployment."""
     import uvicorn
 
-    from flows.webhook import WebhookSettings, create_app
+    from flows.webhook import create_app
 
-    settings = WebhookSettings(**({"deployment": deployment} if deployment else {}))
-    uvicorn.run(create_app(settings=settings), host=host, port=port)
+    settings = _settings()
+    webhook = settings.webhook.model_copy(update={"deployment": deployment}) if deployment else settings.webhook
+    uvicorn.run(create_app(settings.storage.input_bucket, webhook), host=host, port=port)
 
 
 @bench_app.command("orchestration")

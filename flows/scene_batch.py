@@ -173,6 +173,7 @@ def scene_batch(
     shard could not finish; every scene stays resumable.
     """
     settings = batch_settings(generator, reconstructor, depth, trajectory, overrides)
+    open_store(settings.storage).require_conditional_writes(settings.storage.work_bucket)  # claims rest on them
     logger = get_run_logger()
     new_ids = register_inputs(settings, input_prefix)
     selected = select_scenes(Catalog(open_store(settings.storage), settings.storage.work_bucket), new_ids,

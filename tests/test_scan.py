@@ -84,13 +84,18 @@ def test_upload_command_puts_sidecars_and_images_into_the_input_bucket(tmp_path,
     run = CliRunner().invoke(app, ["upload", str(room), str(bare), "--prefix", "drops/"])
     assert run.exit_code == 0, run.output
     assert run.output.split() == [f"{bucket}/drops/room.png", f"{bucket}/drops/bare.png"]
-    assert [e.key for e in store.list(bucket)] == [
+    assert sorted(e.key for e in store.list(bucket)) == [
         "drops/bare.png", "drops/room.camera.json", "drops/room.depth.npy", "drops/room.png"
     ]
     assert store.get_bytes(bucket, "drops/room.depth.npy") == (tmp_path / "local" / "room.depth.npy").read_bytes()
 
-    room.write_bytes(b"replaced")  # uploading again replaces the image
-    assert CliRunner().invoke(app, ["upload", str(room), "--prefix", "drops/"]).exit_code == 0
+    room.write_bytes(b"replaced")  # not a PNG any more: skipped with a warning, uploaded with --force
+    skipped = CliRunner().invoke(app, ["upload", str(room), "--prefix", "drops/"])
+    assert skipped.exit_code == 0 and skipped.stdout == ""
+    assert f"{room} does not start with a PNG signature" in skipped.stderr and "skipped" in skipped.stderr
+    assert store.get_bytes(bucket, "drops/room.png") == bare.read_bytes()
+    forced = CliRunner().invoke(app, ["upload", str(room), "--prefix", "drops/", "--force"])
+    assert forced.exit_code == 0 and forced.stdout.split() == [f"{bucket}/drops/room.png"]
     assert store.get_bytes(bucket, "drops/room.png") == b"replaced"
 
     samples = CliRunner().invoke(app, ["upload", "--samples"])
@@ -98,4 +103,4 @@ def test_upload_command_puts_sidecars_and_images_into_the_input_bucket(tmp_path,
     for bad in ([str(tmp_path / "room.depth.npy")], [str(tmp_path / "missing.png")], []):
         refused = CliRunner().invoke(app, ["upload", *bad])
         assert refused.exit_code == 2, refused.output
-    assert [e.key for e in store.list(bucket, "drops/")][-1] == "drops/room.png"
+    assert store.get_bytes(bucket, "drops/room.png") == b"replaced"

@@ -7,6 +7,7 @@ so the runs the receiver starts stay scheduled and can be counted.
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -19,11 +20,25 @@ import yaml
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from flows.webhook import NewObject, WebhookSettings, create_app
+from flows.webhook import NewObject, create_app
+from worldstereo.config import WebhookSettings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 INPUTS = "ws-input"
 POOL = "worldstereo-process"
+
+
+def filer_event(path: str, event_type: str = "create", etag: str = "aed563ecafb4bcc5654c597a421547b2",
+                directory: bool = False) -> dict:
+    """One SeaweedFS filer notification for the entry at ``path`` (as a filer's webhook posts it)."""
+    parent, _, name = path.rpartition("/")
+    attributes = {"file_size": 100, "mtime": 1796558514, "file_mode": 432, "md5": "rtVj7K+0vMVlTFl6QhVHsg=="}
+    entry = {"name": name, "attributes": attributes, "is_directory": directory,
+             "chunks": [] if directory else [{"size": 100, "fid": {"volume_id": 1, "file_key": 1}}],
+             "extended": {} if directory else {"Seaweed-X-Amz-ETag": base64.b64encode(etag.encode()).decode(),
+                                               "Seaweed-X-Amz-Owner": "d29ybGRzdGVyZW8="}}
+    return {"event_type": event_type, "key": path,
+            "message": {"new_entry": entry, "delete_chunks": True, "new_parent_path": parent, "signatures": [-1]}}
 
 
 def minio_event(key: str, bucket: str = INPUTS, etag: str = "5d41402abc4b2a76b9719d911017c592",
@@ -116,9 +131,45 @@ def test_malformed_payload_is_rejected(recorder: Recorder) -> None:
     assert response.status_code == 422 and recorder.started == []
 
 
-def test_token_from_environment(monkeypatch) -> None:
-    monkeypatch.setenv("WORLDSTEREO_WEBHOOK_TOKEN", "from-env")
-    assert WebhookSettings().token.get_secret_value() == "from-env"
+def test_filer_events_of_new_images_start_runs(recorder: Recorder) -> None:
+    client = client_for(recorder)
+    for payload in (filer_event(f"/buckets/{INPUTS}/drops/a b.png"),
+                    filer_event(f"/buckets/{INPUTS}/drops/a b.png", "update", etag="46234a6d-2"),
+                    filer_event(f"/buckets/{INPUTS}/top.JPG")):
+        assert client.post("/events", json=payload).json()["ignored"] == 0
+    assert recorder.started == [NewObject(INPUTS, "drops/a b.png", "aed563ecafb4bcc5654c597a421547b2", 100),
+                                NewObject(INPUTS, "drops/a b.png", "46234a6d-2", 100),
+                                NewObject(INPUTS, "top.JPG", "aed563ecafb4bcc5654c597a421547b2", 100)]
+
+
+@pytest.mark.parametrize("payload", [
+    filer_event(f"/buckets/{INPUTS}/drops/room.depth.npy"),
+    filer_event(f"/buckets/{INPUTS}/drops", directory=True),
+    filer_event(f"/buckets/{INPUTS}/folder.png", directory=True),
+    filer_event(f"/buckets/{INPUTS}/.uploads/e4f8/0001_fdd9.part"),
+    filer_event(f"/buckets/{INPUTS}/drops/room.png", "delete"),
+    filer_event("/buckets/someone-else/room.png"),
+    filer_event(f"/elsewhere/{INPUTS}/room.png"),
+    {"event_type": "create", "key": "/buckets/x", "message": {"old_entry": {"name": "x"}}},
+], ids=["sidecar", "folder", "folder-named-like-an-image", "multipart-part", "delete", "other-bucket",
+        "outside-buckets", "no-new-entry"])
+def test_other_filer_events_start_nothing(recorder: Recorder, payload: dict) -> None:
+    response = client_for(recorder).post("/events", json=payload)
+    assert response.status_code == 200 and response.json() == {"started": [], "ignored": 1}
+    assert recorder.started == []
+
+
+def test_malformed_filer_event_is_rejected(recorder: Recorder) -> None:
+    response = client_for(recorder).post("/events", json={"event_type": "create", "message": {"new_entry": {}}})
+    assert response.status_code == 422 and recorder.started == []
+
+
+def test_receiver_settings_from_environment(monkeypatch) -> None:
+    monkeypatch.setenv("WORLDSTEREO_WEBHOOK__TOKEN", "from-env")
+    monkeypatch.setenv("WORLDSTEREO_WEBHOOK__PARAMETERS", '{"trajectory": {"num_frames": 5}, "limit": 1}')
+    webhook = load_settings().webhook
+    assert webhook.token.get_secret_value() == "from-env"
+    assert webhook.parameters == {"trajectory": {"num_frames": 5}, "limit": 1}
 
 
 # --- prefect.yaml and real deployments ------------------------------------------------------------
@@ -210,3 +261,10 @@ def test_notifications_start_deployment_runs(flow_runs) -> None:
         ("drop/room one.png", f"{INPUTS}/drop/room one.png/e1"),
         ("drop/room one.png", f"{INPUTS}/drop/room one.png/e2"),
     ]
+
+    quick = {"trajectory": {"num_frames": 5}, "overrides": {"resolution_scale": 0.25}, "input_prefix": "ignored/"}
+    client = TestClient(create_app(INPUTS, WebhookSettings(parameters=quick), deployment_starter(parameters=quick)))
+    started = client.post("/events", json=filer_event(f"/buckets/{INPUTS}/drop/quick.png")).json()["started"]
+    (run,) = [r for r in flow_runs() if str(r.id) == started[0]["flow_run_id"]]
+    assert run.parameters == {"input_prefix": "drop/quick.png", "rerun_failed": False,
+                              "trajectory": {"num_frames": 5}, "overrides": {"resolution_scale": 0.25}}

@@ -50,8 +50,12 @@ def upload_command(
     images: Annotated[Optional[list[Path]], typer.Argument(help="Input images (their NAME.depth.npy / NAME.camera.json beside them go too) or folders of inputs and release scene folders (SCENE/image.png + prompt.json).")] = None,
     prefix: Annotated[str, typer.Option(help="Key prefix in the input bucket, e.g. drops/.")] = "",
     samples: Annotated[bool, typer.Option(help="Upload the bundled synthetic samples (under samples/ unless --prefix).")] = False,
+    force: Annotated[bool, typer.Option(help="Upload images whose content is not of their extension too.")] = False,
 ) -> None:
-    """Put images into the configured input bucket, sidecars first; the next batch registers them."""
+    """Put images into the configured input bucket, sidecars first; the next batch registers them.
+
+    An image whose content is not of its extension (e.g. a .png that is no PNG) is skipped with a warning
+    unless --force."""
     from worldstereo.config import load_settings
     from worldstereo.errors import InvalidInputError
     from worldstereo.storage import open_store
@@ -65,9 +69,13 @@ def upload_command(
         keys = upload_samples(settings, prefix or "samples/") if samples else []
         store = open_store(settings.storage)
         folders = [p for p in images or [] if p.is_dir()]
-        keys += upload_inputs(store, settings.storage.input_bucket, [p for p in images or [] if not p.is_dir()], prefix)
+        def warn(message: str) -> None:
+            typer.echo(f"warning: {message}", err=True)
+
+        files = [p for p in images or [] if not p.is_dir()]
+        keys += upload_inputs(store, settings.storage.input_bucket, files, prefix, force=force, warn=warn)
         for folder in folders:
-            keys += upload_tree(store, settings.storage.input_bucket, folder, prefix)
+            keys += upload_tree(store, settings.storage.input_bucket, folder, prefix, force=force, warn=warn)
     except InvalidInputError as exc:
         raise typer.BadParameter(str(exc), param_hint="IMAGES") from exc
     for key in keys:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -176,6 +176,18 @@ class PanoramaSettings(BaseModel):
     cloud_stride: int = 1
 
 
+class WebhookSettings(BaseModel):
+    """The bucket-notification receiver (``worldstereo serve-webhook``) and the runs it starts.
+
+    ``parameters``: flow parameters of every run it starts (``input_prefix`` is the new image's key), e.g.
+    ``WORLDSTEREO_WEBHOOK__PARAMETERS='{"trajectory": {"num_frames": 5}, "overrides": {"resolution_scale": 0.25}}'``.
+    """
+
+    token: SecretStr | None = None  # bearer token every notification must carry (None: accept any request)
+    deployment: str = "scene-batch/scene-batch"
+    parameters: dict[str, Any] = {}
+
+
 class Settings(BaseSettings):
     """Everything configurable. Defaults run a whole batch on one machine with no external services."""
 
@@ -191,6 +203,7 @@ class Settings(BaseSettings):
     memory: MemorySettings = MemorySettings()
     panorama: PanoramaSettings = PanoramaSettings()
     generation: GeneratorSettings = GeneratorSettings()
+    webhook: WebhookSettings = WebhookSettings()
     device: str = "auto"
     depth_backend: str = "auto"  # a depth backend of worldstereo.pipeline.registry
     max_depth: int | None = Field(default=None, gt=0)  # metres; Depth-Anything-V2 metric head, None: the checkpoint's

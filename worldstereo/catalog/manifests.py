@@ -487,11 +487,10 @@ class StageRecords:
 
     def table(self, scene_id: str) -> pa.Table:
         """All records of a scene, in key order; an empty table if none."""
-        tables = [
-            conform(self._store.read_table(self._bucket, entry.key), STAGE_RECORD_SCHEMA, f"{self._bucket}/{entry.key}")
-            for entry in self._store.list(self._bucket, records_prefix(scene_id))
-            if entry.key.endswith(".parquet")
-        ]
+        listed = self._store.list(self._bucket, records_prefix(scene_id))
+        keys = sorted(e.key for e in listed if e.key.endswith(".parquet"))
+        tables = [conform(self._store.read_table(self._bucket, key), STAGE_RECORD_SCHEMA, f"{self._bucket}/{key}")
+                  for key in keys]
         return pa.concat_tables(tables) if tables else STAGE_RECORD_SCHEMA.empty_table()
 
     def records(self, scene_id: str) -> list[StageRecord]:

@@ -32,7 +32,7 @@ def scan_inputs(store: ObjectStore, bucket: str, prefix: str, known: Mapping[str
     """
     changed: list[ObjectEntry] = []
     listed = 0
-    for entry in store.list(bucket, prefix):
+    for entry in sorted(store.list(bucket, prefix), key=lambda e: e.key):  # servers list in different orders
         if entry.is_prefix or not is_input_image(entry.key):
             continue
         listed += 1

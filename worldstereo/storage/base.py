@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from worldstereo.errors import PermanentError
+from worldstereo.errors import ConfigurationError, PermanentError, StorageError
 from worldstereo.storage.keys import PARTIAL_SUFFIX, validate_bucket, validate_key, validate_prefix
 
 
@@ -87,6 +88,32 @@ class ObjectStore(ABC):
 
     def __init__(self) -> None:
         self._ready_buckets: set[str] = set()
+
+    @property
+    @abstractmethod
+    def server(self) -> str:
+        """Where the objects live, for messages (no credentials)."""
+
+    def require_conditional_writes(self, bucket: str) -> None:
+        """Raise ``ConfigurationError`` naming the server unless it honours ``put_if_absent`` and ``put_if_match``.
+
+        Claims and the catalog's compare-and-swap rest on them; a server that rejects or ignores the
+        conditions would let two batches run one scene. Probes with one small object in ``bucket``.
+        """
+        key = f"probes/conditional-writes/{uuid.uuid4().hex}"
+        missing = f"{self.server} does not support conditional writes (PUT with If-None-Match: * and If-Match)"
+        try:
+            created = self.put_if_absent(bucket, key, b"1")
+            _, etag = self.get_versioned(bucket, key)
+            honoured = created and not self.put_if_absent(bucket, key, b"2")
+            honoured = honoured and not self.put_if_match(bucket, key, b"3", f"{etag}0")
+            honoured = honoured and self.put_if_match(bucket, key, b"4", etag)
+        except StorageError as exc:
+            raise ConfigurationError(f"{missing}: {exc}") from exc
+        finally:
+            self.delete(bucket, key)
+        if not honoured:
+            raise ConfigurationError(f"{missing}: it ignores the conditions")
 
     # --- buckets ------------------------------------------------------------------------------
     def ensure_bucket(self, bucket: str) -> None:
@@ -174,10 +201,12 @@ class ObjectStore(ABC):
         return self._stat(bucket, key)
 
     def list(self, bucket: str, prefix: str = "", recursive: bool = True) -> Iterator[ObjectEntry]:
-        """Objects whose key starts with ``prefix``, in UTF-8 key order.
+        """Objects whose key starts with ``prefix``, in no order callers may rely on (the local store and most
+        S3 servers list in UTF-8 key order, SeaweedFS in directory order).
 
         Non-recursive listings stop at the next ``/`` after the prefix and report each deeper level
-        once, as an entry with ``is_prefix=True``. A missing bucket lists nothing.
+        once, as an entry with ``is_prefix=True``; a level whose objects were all deleted may still be
+        reported (SeaweedFS keeps emptied folders for a while). A missing bucket lists nothing.
         """
         validate_bucket(bucket)
         validate_prefix(prefix)

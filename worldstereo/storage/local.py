@@ -54,6 +54,10 @@ class LocalStore(ObjectStore):
         return f"LocalStore(root={str(self._root)!r})"
 
     @property
+    def server(self) -> str:
+        return f"the local store {self._root}"
+
+    @property
     def root(self) -> Path:
         """The directory holding the buckets."""
         return self._root

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +28,6 @@ from worldstereo.storage.base import (
     read_parquet,
 )
 
-log = logging.getLogger(__name__)
 
 _MISSING = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"})
 _FAILURES = (MinioException, urllib3.exceptions.HTTPError, OSError)
@@ -52,7 +50,6 @@ class S3Store(ObjectStore):
         super().__init__()
         self._settings = settings
         self._part_size = settings.multipart_part_size
-        self._conditional_writes = True
         access = settings.access_key.get_secret_value() or None
         secret = settings.secret_key.get_secret_value() or None
         try:
@@ -77,6 +74,11 @@ class S3Store(ObjectStore):
 
     def __repr__(self) -> str:
         return f"S3Store(endpoint={self._settings.endpoint!r}, secure={self._settings.secure})"
+
+    @property
+    def server(self) -> str:
+        scheme = "https" if self._settings.secure else "http"
+        return f"the S3 server {scheme}://{self._settings.endpoint}"
 
     def __reduce__(self) -> tuple[type[S3Store], tuple[StorageSettings]]:
         return (type(self), (self._settings,))
@@ -124,52 +126,28 @@ class S3Store(ObjectStore):
         """One conditional PUT with ``If-None-Match: *``: the server refuses it (412) if the key exists.
 
         minio-py's public ``put_object`` turns extra headers into user metadata, so the request goes
-        through its signed single-request ``_put_object`` (minio is pinned). Servers that reject the
-        condition (501 NotImplemented) get a stat-then-put instead, which is NOT atomic: two writers
-        racing on the same key may both win. Meant for small objects (a single request, < 5 GiB).
+        through its signed single-request ``_put_object`` (minio is pinned). A server without conditional
+        writes answers with an error (:meth:`ObjectStore.require_conditional_writes` tells it at start).
+        Meant for small objects (a single request, < 5 GiB).
         """
-        if self._conditional_writes:
-            headers = {"Content-Type": "application/octet-stream", "If-None-Match": "*"}
-            try:
-                self._client._put_object(bucket, key, data, headers=headers)
-                return True
-            except S3Error as exc:
-                if exc.code == "PreconditionFailed":
-                    return False
-                if exc.code != "NotImplemented":
-                    raise self._error(exc, "create", f"{bucket}/{key}") from exc
-            except _FAILURES as exc:
-                raise self._error(exc, "create", f"{bucket}/{key}") from exc
-            self._conditional_writes = False
-            log.warning("%r rejects conditional writes; put_if_absent falls back to stat-then-put", self)
-        if self._exists(bucket, key):
-            return False
-        self._put_bytes(bucket, key, data)
-        return True
+        return self._conditional_put(bucket, key, data, {"If-None-Match": "*"}, "create")
 
     def _put_if_match(self, bucket: str, key: str, data: bytes, etag: str) -> bool:
-        """One conditional PUT with ``If-Match``: the server refuses it (412) if the etag changed.
+        """One conditional PUT with ``If-Match``: the server refuses it (412) if the etag changed."""
+        return self._conditional_put(bucket, key, data, {"If-Match": f'"{etag}"'}, "replace")
 
-        Servers that reject the condition get a stat-compare-put instead, which is NOT atomic.
-        """
-        if self._conditional_writes:
-            headers = {"Content-Type": "application/octet-stream", "If-Match": f'"{etag}"'}
-            try:
-                self._client._put_object(bucket, key, data, headers=headers)
-                return True
-            except S3Error as exc:
-                if exc.code in ("PreconditionFailed", "NoSuchKey"):
-                    return False
-                if exc.code != "NotImplemented":
-                    raise self._error(exc, "replace", f"{bucket}/{key}") from exc
-            except _FAILURES as exc:
-                raise self._error(exc, "replace", f"{bucket}/{key}") from exc
-            self._conditional_writes = False
-            log.warning("%r rejects conditional writes; put_if_match falls back to stat-then-put", self)
-        if not self._exists(bucket, key) or self._stat(bucket, key).etag.strip('"') != etag:
-            return False
-        self._put_bytes(bucket, key, data)
-        return True
+    def _conditional_put(self, bucket: str, key: str, data: bytes, condition: dict[str, str], action: str) -> bool:
+        """False when the server refuses the condition (412; ``NoSuchKey`` for ``If-Match`` on a missing key)."""
+        headers = {"Content-Type": "application/octet-stream", **condition}
+        try:
+            self._client._put_object(bucket, key, data, headers=headers)
+            return True
+        except S3Error as exc:
+            if exc.code in ("PreconditionFailed", "NoSuchKey"):
+                return False
+            raise self._error(exc, action, f"{bucket}/{key}") from exc
+        except _FAILURES as exc:
+            raise self._error(exc, action, f"{bucket}/{key}") from exc
 
     def _get_versioned(self, bucket: str, key: str) -> tuple[bytes, str]:
         with self._response(bucket, key) as response:
@@ -207,11 +185,6 @@ class S3Store(ObjectStore):
         return ObjectInfo(key=key, size=obj.size or 0, etag=obj.etag or "", modified=obj.last_modified)
 
     def _list(self, bucket: str, prefix: str, recursive: bool) -> Iterator[ObjectEntry]:
-        entries = self._list_pages(bucket, prefix, recursive)
-        # A page lists its objects before its common prefixes: restore key order across them.
-        yield from entries if recursive else sorted(entries, key=lambda e: e.key.encode("utf-8"))
-
-    def _list_pages(self, bucket: str, prefix: str, recursive: bool) -> Iterator[ObjectEntry]:
         try:
             with self._errors("list", bucket, prefix):
                 for obj in self._client.list_objects(bucket, prefix=prefix or None, recursive=recursive):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from worldstereo.errors import InvalidInputError
@@ -10,14 +11,33 @@ from worldstereo.inputs import RELEASE_PROMPT, is_input_image, release_sidecar_k
 from worldstereo.prompts import prompt_keys
 from worldstereo.storage.base import ObjectStore
 
+log = logging.getLogger(__name__)
+Warn = Callable[[str], None]
+
+
+def content_mismatch(image: Path) -> str | None:
+    """Why the file is not an image of its extension, judged by its signature (PNG, JPEG, WebP); None if it is."""
+    with image.open("rb") as file:
+        head = file.read(12)
+    extension = image.suffix.lower()
+    if extension == ".png":
+        fits, kind = head.startswith(b"\x89PNG\r\n\x1a\n"), "PNG"
+    elif extension in (".jpg", ".jpeg"):
+        fits, kind = head.startswith(b"\xff\xd8\xff"), "JPEG"
+    else:
+        fits, kind = head[:4] == b"RIFF" and head[8:12] == b"WEBP", "WebP"
+    return None if fits else f"{image} does not start with a {kind} signature (first bytes {head[:8]!r})"
+
 
 def upload_inputs(
-    store: ObjectStore, bucket: str, images: Iterable[Path], prefix: str = "", *, overwrite: bool = True
+    store: ObjectStore, bucket: str, images: Iterable[Path], prefix: str = "", *, overwrite: bool = True,
+    force: bool = False, warn: Warn = log.warning,
 ) -> list[str]:
-    """Upload each image under ``prefix`` after the sidecars found beside it; returns the image keys.
+    """Upload each image under ``prefix`` after the sidecars found beside it; returns the uploaded image keys.
 
     Sidecars go first, so a batch or a bucket notification never sees an image without them. With
-    ``overwrite=False`` objects that exist are left as they are.
+    ``overwrite=False`` objects that exist are left as they are. An image whose content is not of its
+    extension (:func:`content_mismatch`) is reported to ``warn`` and left out, sidecars too, unless ``force``.
     """
     images = [Path(image) for image in images]
     for image in images:
@@ -27,6 +47,10 @@ def upload_inputs(
             raise InvalidInputError(f"no input image at {image}")
     keys = []
     for image in images:
+        if (problem := content_mismatch(image)) is not None:
+            warn(f"{problem}: {'uploading it anyway (force)' if force else 'skipped (force uploads it)'}")
+            if not force:
+                continue
         sidecars = [image.with_name(Path(key).name) for key in (*sidecar_keys(image.name), *prompt_keys(image.name))]
         for path in [p for p in sidecars if p.is_file()] + [image]:
             key, data = prefix + path.name, path.read_bytes()
@@ -38,7 +62,8 @@ def upload_inputs(
     return keys
 
 
-def upload_tree(store: ObjectStore, bucket: str, root: Path, prefix: str = "") -> list[str]:
+def upload_tree(store: ObjectStore, bucket: str, root: Path, prefix: str = "", *, force: bool = False,
+                warn: Warn = log.warning) -> list[str]:
     """Upload every input under the folder ``root``: flat images with their sidecars, and release scene folders
     (``SCENE/image.*`` + ``prompt.json``, ``camera.json``, ``renders/traj_eloop/camera.json``), each image last.
 
@@ -55,7 +80,7 @@ def upload_tree(store: ObjectStore, bucket: str, root: Path, prefix: str = "") -
         extras = [(prefix + k, base / k) for k in release_sidecar_keys(relative).values() if (base / k).is_file()]
         for key, path in extras:
             store.put_bytes(bucket, key, path.read_bytes())
-        keys += upload_inputs(store, bucket, [image], folder_prefix)
+        keys += upload_inputs(store, bucket, [image], folder_prefix, force=force, warn=warn)
     if not keys:
         raise InvalidInputError(f"no input images under {root}")
     return keys
