@@ -196,10 +196,11 @@ def test_a_failed_scene_fails_the_run_with_its_counts_and_keeps_the_artifacts(ba
 
 
 def test_a_large_batch_runs_in_shards_with_one_task_run_per_scene(prefect_api: str, ray_cluster: None,
-                                                                 s3_endpoint: str, tmp_path: Path, monkeypatch) -> None:
+                                                                 seaweedfs_endpoint: str, tmp_path: Path,
+                                                                 monkeypatch) -> None:
     monkeypatch.setenv("WORLDSTEREO_BATCH__SHARD_SIZE", "2")
     monkeypatch.setenv("WORLDSTEREO_BATCH__DETAIL_MAX_SCENES", "2")  # 3 scenes: a large batch
-    settings = use_buckets(monkeypatch, s3_endpoint)
+    settings = use_buckets(monkeypatch, seaweedfs_endpoint)
     scene_ids = small_scenes(settings, tmp_path, 3)
 
     state = run_scene_batch(generator="oracle", trajectory={"num_frames": 3, "order": ["orbit"]},
@@ -427,7 +428,7 @@ def test_two_concurrent_batches_run_every_scene_once(prefect_api: str, ray_clust
     two_batches_at_once(use_buckets(monkeypatch, s3_endpoint), tmp_path, batches_in_threads)
 
 
-def test_two_batch_processes_run_every_scene_once(prefect_api: str, ray_cluster: None, s3_endpoint: str,
+def test_two_batch_processes_run_every_scene_once(prefect_api: str, ray_cluster: None, seaweedfs_endpoint: str,
                                                  tmp_path: Path, monkeypatch) -> None:
     script = "import json; from test_flow import run_small_batch; print(json.dumps(run_small_batch()))"
     env = os.environ | {"PREFECT_API_URL": prefect_api,
@@ -441,7 +442,7 @@ def test_two_batch_processes_run_every_scene_once(prefect_api: str, ray_cluster:
         assert [run.returncode for run in runs] == [0, 0]
         return [json.loads(out.strip().splitlines()[-1]) for out in outputs]
 
-    two_batches_at_once(use_buckets(monkeypatch, s3_endpoint), tmp_path, in_processes)
+    two_batches_at_once(use_buckets(monkeypatch, seaweedfs_endpoint), tmp_path, in_processes)
 
 
 def test_three_gpu_backends_share_two_gpus(batch: Batch, seaweedfs_endpoint: str, monkeypatch) -> None:
