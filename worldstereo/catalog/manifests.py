@@ -41,6 +41,7 @@ from worldstereo.catalog.schemas import (
 Clock = Callable[[], datetime]
 
 _READERS = 16  # concurrent reads of status updates
+_CHUNK = 64  # status updates a reader takes at a time
 _CAS_ATTEMPTS = 20  # manifest replacements tried before giving up (each loses only to another writer's success)
 COMPACT_PER_PASS = 20_000  # update objects folded by one manifest write
 UPDATE_SUFFIXES = (".json", ".parquet")  # status changes: JSON; Parquet from earlier versions
@@ -364,26 +365,26 @@ class Catalog:
         prefix = catalog_updates_prefix(scene_id)
         return sorted(e.key for e in self._store.list(self._bucket, prefix) if e.key.endswith(UPDATE_SUFFIXES))
 
-    def _updates(self, scene_id: str | None = None) -> tuple[list[str], pa.Table]:
+    def _updates(self, scene_id: str | None = None) -> tuple[list[str], list[dict]]:
         """The update objects' keys and their rows in key order (of one scene if given)."""
         return self._read_updates(self._update_keys(scene_id))
 
-    def _read_updates(self, keys: list[str]) -> tuple[list[str], pa.Table]:
-        """The keys that were still there and their rows, in the keys' order."""
+    def _read_updates(self, keys: list[str]) -> tuple[list[str], list[dict]]:
+        """The keys that were still there and their rows (catalog columns), in the keys' order."""
+        chunks = [keys[i:i + _CHUNK] for i in range(0, len(keys), _CHUNK)]
         with ThreadPoolExecutor(max_workers=_READERS) as pool:
-            tables = list(pool.map(self._read, keys))
-        found = [(key, table) for key, table in zip(keys, tables) if table is not None]
-        rows = pa.concat_tables([t for _, t in found]) if found else CATALOG_SCHEMA.empty_table()
-        return [key for key, _ in found], rows
+            read = [rows for chunk in pool.map(lambda part: [self._read(k) for k in part], chunks) for rows in chunk]
+        found = [(key, rows) for key, rows in zip(keys, read) if rows is not None]
+        return [key for key, _ in found], [row for _, rows in found for row in rows]
 
-    def _read(self, key: str) -> pa.Table | None:
+    def _read(self, key: str) -> list[dict] | None:
         try:
             if key.endswith(".json"):
-                return _update_table(self._store.get_bytes(self._bucket, key), f"{self._bucket}/{key}")
+                return [_update_row(self._store.get_bytes(self._bucket, key), f"{self._bucket}/{key}")]
             table = self._store.read_table(self._bucket, key)  # written by earlier versions
         except ObjectNotFoundError:  # an update folded and deleted since it was listed
             return None
-        return conform(table, CATALOG_SCHEMA, f"{self._bucket}/{key}")
+        return conform(table, CATALOG_SCHEMA, f"{self._bucket}/{key}").to_pylist()
 
     def _write(self, table: pa.Table, folded: list[str], etag: str | None) -> bool:
         """The manifest ``table`` (sorted by scene id) if it is still at ``etag``, then the update objects it now
@@ -403,14 +404,16 @@ def _update_json(entry: SceneEntry) -> bytes:
     return json.dumps(row, separators=(",", ":")).encode()
 
 
-def _update_table(data: bytes, what: str) -> pa.Table:
-    """A status change object as a one-row catalog table."""
+def _update_row(data: bytes, what: str) -> dict:
+    """A status change object as a catalog row."""
     try:
         row = json.loads(data)
         row.update(created_at=datetime.fromisoformat(row["created_at"]), updated_at=datetime.fromisoformat(row["updated_at"]))
-        return pa.Table.from_pylist([row], schema=CATALOG_SCHEMA)
-    except (ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise PermanentError(f"{what} is not a catalog status change: {exc}") from exc
+    if set(row) != set(CATALOG_SCHEMA.names):
+        raise PermanentError(f"{what} is not a catalog status change: fields {sorted(row)}")
+    return row
 
 
 def entries_of(table: pa.Table) -> list[SceneEntry]:
@@ -439,14 +442,14 @@ def _groups_holding(meta: pq.FileMetaData, scene_id: str) -> list[int]:
     return groups
 
 
-def _overlay(manifest: pa.Table, updates: pa.Table) -> pa.Table:
+def _overlay(manifest: pa.Table, updates: list[dict]) -> pa.Table:
     """``manifest`` with each update row applied (in order) where it is at least as new as the row it replaces."""
-    if updates.num_rows == 0:
+    if not updates:
         return manifest
-    updated_ids = pa.array(sorted(set(updates["scene_id"].to_pylist())), pa.string())
+    updated_ids = pa.array(sorted({row["scene_id"] for row in updates}), pa.string())
     replaced = pc.is_in(manifest["scene_id"], updated_ids)
     latest = {row["scene_id"]: row for row in manifest.filter(replaced).to_pylist()}
-    for row in updates.to_pylist():
+    for row in updates:
         known = latest.get(row["scene_id"])
         if known is None or row["updated_at"] >= known["updated_at"]:
             latest[row["scene_id"]] = row

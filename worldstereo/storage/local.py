@@ -203,16 +203,27 @@ class LocalStore(ObjectStore):
                     yield ObjectEntry(key=f"{key}/", size=0, is_prefix=True)
 
     def _delete(self, bucket: str, key: str) -> None:
+        if self._unlink(bucket, key):
+            self._prune(self._path(bucket, key).parent, self._root / bucket)
+
+    def _unlink(self, bucket: str, key: str) -> bool:
+        """Remove the object's file; False if there was none."""
         path = self._path(bucket, key)
-        if path.is_file():
-            with self._errors("delete", bucket, key):
-                path.unlink(missing_ok=True)
-            self._prune(path.parent, self._root / bucket)
+        if not path.is_file():
+            return False
+        with self._errors("delete", bucket, key):
+            path.unlink(missing_ok=True)
+        return True
 
     def _delete_many(self, bucket: str, keys: list[str]) -> None:
-        """On threads: an unlink waits on the file system, not on this process."""
+        """The files on threads (an unlink waits on the file system, not on this process), then each emptied
+        directory once."""
+        def unlink(part: list[str]) -> set[Path]:
+            return {self._path(bucket, key).parent for key in part if self._unlink(bucket, key)}
+
         with ThreadPoolExecutor(max_workers=DELETERS) as pool:
-            list(pool.map(lambda key: self._delete(bucket, key), keys))
+            parents = set().union(*pool.map(unlink, [keys[i:i + 64] for i in range(0, len(keys), 64)]))
+            list(pool.map(lambda directory: self._prune(directory, self._root / bucket), parents))
 
     @staticmethod
     def _prune(directory: Path, stop: Path) -> None:
