@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -143,8 +143,13 @@ class StageRecord:
         return record_key(self.scene_id, self.stage, self.trajectory)
 
 
+def _catalog_row(entry: SceneEntry) -> dict[str, Any]:
+    """An entry's catalog columns (its fields are immutable values: no copies, unlike ``asdict``)."""
+    return {name: getattr(entry, name) for name in CATALOG_SCHEMA.names}
+
+
 def _catalog_table(entries: Iterable[SceneEntry]) -> pa.Table:
-    return pa.Table.from_pylist([asdict(entry) for entry in entries], schema=CATALOG_SCHEMA)
+    return pa.Table.from_pylist([_catalog_row(entry) for entry in entries], schema=CATALOG_SCHEMA)
 
 
 def _records_table(records: Iterable[StageRecord]) -> pa.Table:
@@ -399,7 +404,7 @@ class Catalog:
 
 def _update_json(entry: SceneEntry) -> bytes:
     """A status change as a small JSON object: read back in microseconds, where a Parquet file takes a millisecond."""
-    row = asdict(entry)
+    row = _catalog_row(entry)
     row.update(created_at=entry.created_at.isoformat(), updated_at=entry.updated_at.isoformat())
     return json.dumps(row, separators=(",", ":")).encode()
 
