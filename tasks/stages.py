@@ -26,7 +26,7 @@ from tasks.remote_stage import StageOutcome, stage_task_remote
 from worldstereo.config import Settings
 from worldstereo.errors import PermanentError
 from worldstereo.pipeline.runner import Stage, later_stages
-from worldstereo.pipeline.scene import INIT
+from worldstereo.pipeline.scene import INIT, SPLAT
 from worldstereo.catalog.claims import Claim, SceneClaims
 from worldstereo.storage.factory import open_store
 from worldstereo.storage.keys import output_key, scene_prefix
@@ -103,12 +103,19 @@ def register_inputs(settings: Settings, input_prefix: str = "") -> list[str]:
     return registration.scene_ids
 
 
+def splat_gpus(settings: Settings, stage: Stage) -> int:
+    """The splat stage asks for a GPU while the cluster has one free (its CPU path otherwise)."""
+    if stage.kind != SPLAT or not settings.splat.enabled:
+        return 0
+    return int(ray.available_resources().get("GPU", 0.0) >= 1)
+
+
 def _run_on_cluster(settings: Settings, scene_id: str, input_key: str, stage: Stage,
                     names: list[str] | None) -> StageOutcome:
     """Submit the stage as a Ray task and wait for its small outcome; a remote error is raised as itself."""
     pools = get_pools(settings)
     options = {"num_cpus": settings.ray.stage_cpus, "max_retries": settings.ray.stage_retries,
-               "retry_exceptions": False}
+               "retry_exceptions": False, "num_gpus": splat_gpus(settings, stage)}
     ref = stage_task_remote.options(**options).remote(settings, scene_id, input_key, stage, names, pools.handles)
     try:
         return ray.get(ref)
