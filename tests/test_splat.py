@@ -150,3 +150,42 @@ def test_too_few_frames_fail_the_stage_and_keep_earlier_outputs(room) -> None:
     with pytest.raises(PermanentError, match="training frames, at least 10000"):
         run_splat(strict_ctx, names)
     assert sorted(e.key for e in store.list(ctx.bucket, "scenes/room/")) == before
+
+
+def _screenshot(url: str, path: Path) -> np.ndarray:
+    """A headless chromium screenshot of ``url`` (software WebGL), as an ``[H,W,3]`` array."""
+    import subprocess
+
+    from PIL import Image
+
+    subprocess.run(["chromium", "--headless=new", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+                    "--hide-scrollbars", "--window-size=960,640", "--virtual-time-budget=30000",
+                    f"--screenshot={path}", url], check=True, capture_output=True, timeout=180)
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.mark.slow
+def test_the_viewer_shows_the_scene_and_the_trajectory_frustums(room, tmp_path: Path) -> None:
+    from worldstereo.viewer.outputs import read_outputs, store_reader
+    from worldstereo.viewer.server import PALETTE, serve
+
+    store, settings, ctx = room
+    outputs = read_outputs(*store_reader(store, ctx.bucket, output_key("room", "exports") + "/"))
+    assert outputs.splats is not None and outputs.mesh is not None and outputs.input_image is not None
+    assert [t.name for t in outputs.trajectories] == [name for name, _, _ in ctx.states.load(INIT).plans]
+    assert all(t.keyframes for t in outputs.trajectories)
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = serve(outputs, port=port)
+    try:
+        pixels = _screenshot(f"http://127.0.0.1:{server.get_port()}/", tmp_path / "view.png")
+    finally:
+        server.stop()
+    canvas = pixels[:, : pixels.shape[1] * 2 // 3].reshape(-1, 3).astype(int)  # left of the control panel
+    distinct = len(np.unique(canvas // 16, axis=0))
+    assert distinct > 50, "the canvas is blank"
+    near = lambda color: (np.abs(canvas - np.array(color)).sum(1) < 40).sum()  # noqa: E731
+    assert sum(near(PALETTE[i]) > 20 for i in range(len(outputs.trajectories))) >= 2  # frustums in their colours
