@@ -177,7 +177,7 @@ class SplatSettings(BaseModel):
     scale_weight: float = Field(default=0.01, ge=0.0)  # mean Gaussian scale / scene extent
     opacity_weight: float = Field(default=0.001, ge=0.0)  # mean opacity
     backend: Literal["auto", "gsplat", "torch"] = "auto"  # auto: gsplat on CUDA, the torch rasterizer elsewhere
-    mesh_voxels: int = Field(default=256, ge=16)  # TSDF voxels along the scene's extent
+    mesh_voxels: int = Field(default=192, ge=16)  # TSDF voxels along the longest side of the scene's box
     mesh_max_triangles: int = Field(default=200_000, ge=100)
 
 

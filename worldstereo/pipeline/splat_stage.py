@@ -35,10 +35,10 @@ def check_cloud(cache: Cache3D) -> None:
                              f"at least {MIN_POINTS} are needed)")
 
 
-def scene_extent(points: Tensor) -> float:
-    """Diagonal of the box holding the middle 96% of the points along each axis."""
+def scene_box(points: Tensor) -> tuple[Tensor, Tensor]:
+    """Corners of the box holding the middle 96% of the points along each axis."""
     low, high = torch.quantile(points.float(), torch.tensor([0.02, 0.98], device=points.device), dim=0)
-    return max(float((high - low).norm()), 1e-6)
+    return low, high
 
 
 def _sample(count: int, limit: int, seed: int) -> Tensor:
@@ -84,12 +84,13 @@ def run_splat(ctx: SceneContext, names: list[str]) -> StageResult:
     finite = torch.isfinite(cache.points).all(1).nonzero().squeeze(1)
     pick = finite[_sample(len(finite), settings.max_init_points, ctx.settings.seed).to(finite.device)]
     points, colors = cache.points[pick], cache.colors[pick].float()
-    extent = scene_extent(points)
+    low, high = scene_box(points)
+    extent = max(float((high - low).norm()), 1e-6)
     params = from_cloud(points, colors, settings.sh_degree)
     report = train_splats(params, train, settings, extent, seed=ctx.settings.seed, backend=settings.backend)
     renders = render_views(params, train + held, settings.sh_degree, backend=settings.backend)
     scores = held_out_scores([r[0] for r in renders[len(train):]], held, cache)
-    mesh = tsdf_mesh(renders, [v.camera for v in train + held], extent, settings.mesh_voxels,
+    mesh = tsdf_mesh(renders, [v.camera for v in train + held], low, high, settings.mesh_voxels,
                      settings.mesh_max_triangles)
     metrics = {"gaussians": float(report.gaussians), "iterations": float(report.iterations),
                "train_s": report.seconds, "loss": report.loss, "train_views": float(len(train)),

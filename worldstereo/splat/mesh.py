@@ -14,12 +14,16 @@ from worldstereo.geometry.camera import Camera
 MIN_ALPHA = 0.5  # pixels the splats cover less than this are not fused
 
 
-def tsdf_mesh(renders: list[tuple[Tensor, Tensor, Tensor]], cameras: list[Camera], extent: float, voxels: int,
-              max_triangles: int) -> o3d.geometry.TriangleMesh:
-    """Fuse (rgb, depth, alpha) renders at single ``cameras`` into a TSDF of ``voxels`` cells along ``extent``."""
-    voxel = extent / voxels
-    volume = o3d.pipelines.integration.ScalableTSDFVolume(
-        voxel_length=voxel, sdf_trunc=4 * voxel, color_type=o3d.pipelines.integration.TSDFVolumeColorType.RGB8)
+def tsdf_mesh(renders: list[tuple[Tensor, Tensor, Tensor]], cameras: list[Camera], low: Tensor, high: Tensor,
+              voxels: int, max_triangles: int) -> o3d.geometry.TriangleMesh:
+    """Fuse (rgb, depth, alpha) renders at single ``cameras`` into a TSDF cube of ``voxels`` cells per side over
+    the box ``low..high`` (its longest side)."""
+    length = float((high - low).max()) * 1.02
+    voxel = length / voxels
+    volume = o3d.pipelines.integration.UniformTSDFVolume(
+        length=length, resolution=voxels, sdf_trunc=4 * voxel,
+        color_type=o3d.pipelines.integration.TSDFVolumeColorType.RGB8,
+        origin=(low.double().cpu().numpy() - 0.01 * length).reshape(3, 1))
     for (rgb, depth, alpha), camera in zip(renders, cameras):
         depth = depth.where(alpha > MIN_ALPHA, 0.0).cpu().numpy().astype(np.float32)
         color = (rgb.cpu().clamp(0, 1).numpy() * 255).round().astype(np.uint8)
