@@ -166,11 +166,11 @@ class SplatSettings(BaseModel):
     """
 
     enabled: bool = True
-    iterations: int = Field(default=200, ge=1)
+    iterations: int = Field(default=100, ge=1)
     resolution_scale: float = Field(default=0.5, gt=0.0, le=1.0)
     sh_degree: int = Field(default=1, ge=0, le=3)
     held_out_stride: int = Field(default=8, ge=0)
-    max_init_points: int = Field(default=20_000, ge=16)
+    max_init_points: int = Field(default=10_000, ge=16)
     min_frames: int = Field(default=2, ge=1)
     ssim_weight: float = Field(default=0.2, ge=0.0, le=1.0)  # lambda of D-SSIM (3DGS Eq. 7)
     depth_weight: float = Field(default=0.1, ge=0.0)  # relative depth error against the frames' depth

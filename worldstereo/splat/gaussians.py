@@ -33,7 +33,8 @@ def neighbour_distance(points: Tensor, k: int = 3, pairs_per_chunk: int = 1 << 2
     return torch.cat(out)
 
 
-def from_cloud(points: Tensor, colors: Tensor, sh_degree: int, opacity: float = 0.1, neighbours: int = 3) -> nn.ParameterDict:
+def from_cloud(points: Tensor, colors: Tensor, sh_degree: int, opacity: float = 0.1,
+               neighbours: int = 3) -> nn.ParameterDict:
     """Isotropic Gaussians at the cloud's points: DC colour, scale = the neighbour distance, one opacity."""
     points, colors = points.float(), colors.float().clamp(0, 1)
     count = len(points)
@@ -74,7 +75,7 @@ def sh_basis(dirs: Tensor, degree: int) -> Tensor:
 
 
 def sh_colors(coeffs: Tensor, dirs: Tensor, degree: int) -> Tensor:
-    """Colours ``[N,3]`` of SH coefficients ``[N,K,3]`` seen along ``dirs`` ``[N,3]``, using degrees up to ``degree``."""
+    """Colours ``[N,3]`` of SH coefficients ``[N,K,3]`` seen along ``dirs`` ``[N,3]``, degrees up to ``degree``."""
     count = sh_coefficients(degree)
     basis = sh_basis(torch.nn.functional.normalize(dirs, dim=-1), degree)
     return (basis[:, :, None] * coeffs[:, :count]).sum(1).add(0.5).clamp_min(0.0)

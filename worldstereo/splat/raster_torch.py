@@ -109,11 +109,13 @@ def rasterize_torch(params: dict[str, Tensor], viewmat: Tensor, K: Tensor, width
     run_start = torch.cummax(torch.where(first, torch.arange(len(tiles), device=tiles.device), 0), 0).values
     weights = alpha * torch.exp(before - before[run_start])
 
-    colors = sh_colors(torch.cat([params["sh0"], params["shN"]], 1)[ids], means[ids] - viewmat_center(viewmat), sh_degree)
+    coeffs = torch.cat([params["sh0"], params["shN"]], 1)[ids]
+    colors = sh_colors(coeffs, means[ids] - viewmat_center(viewmat), sh_degree)
     values = torch.cat([colors, z[ids, None], torch.ones_like(z[ids, None])], -1)  # rgb, z, 1
     tiled = torch.zeros(tiles_x * tiles_y, TILE * TILE, 5, device=means.device, dtype=means.dtype)
     tiled = tiled.index_add(0, tiles, weights[..., None] * values[:, None, :])
-    image = tiled.view(tiles_y, tiles_x, TILE, TILE, 5).permute(0, 2, 1, 3, 4).reshape(tiles_y * TILE, tiles_x * TILE, 5)
+    image = tiled.view(tiles_y, tiles_x, TILE, TILE, 5).permute(0, 2, 1, 3, 4)
+    image = image.reshape(tiles_y * TILE, tiles_x * TILE, 5)
     image = image[:height, :width]
     rgb, depth, acc = image[..., :3], image[..., 3], image[..., 4]
     if background is not None:

@@ -65,7 +65,8 @@ def train_splats(params: nn.ParameterDict, views: list[View], settings: SplatSet
         decay.step()
         strategy.step_post_backward(params, optimizers, state, step, out.info, packed=False)
         losses.append(float(loss.detach()))
-    return TrainReport(iterations, time.perf_counter() - started, len(params["means"]), sum(losses[-10:]) / len(losses[-10:]))
+    last = losses[-10:]
+    return TrainReport(iterations, time.perf_counter() - started, len(params["means"]), sum(last) / len(last))
 
 
 @torch.no_grad()
