@@ -216,7 +216,8 @@ def test_rerun_failed_processes_only_the_fixed_input(batch: Batch, tmp_path: Pat
     assert fixed.content_hash == content_hash(image.read_bytes()) != batch.catalog[BAD_ID].content_hash
     assert record_versions(batch.store, batch.work_bucket, others) == before[0]
     assert [catalog.get(s) for s in others] == before[1]
-    assert len(StageRecords(batch.store, batch.work_bucket).records(BAD_ID)) == 2 + len(TRAJECTORIES)
+    records = StageRecords(batch.store, batch.work_bucket).records(BAD_ID)
+    assert len(records) == 3 + len(TRAJECTORIES)  # init, trajectories, splat, export
 
 
 def test_interrupted_scene_resumes_where_it_stopped(batch: Batch) -> None:
@@ -239,7 +240,7 @@ def test_interrupted_scene_resumes_where_it_stopped(batch: Batch) -> None:
     entry = catalog.get(scene_id)
     assert (entry.status, entry.attempts) == (SceneStatus.DONE, 3)
     after = {r.key: r.finished_at for r in records.records(scene_id)}
-    assert len(after) == 2 + len(TRAJECTORIES)
+    assert len(after) == 3 + len(TRAJECTORIES)  # init, trajectories, splat, export
     assert {key: after[key] for key in kept} == kept  # the finished stages did not run again
     assert store.get_bytes(bucket, output_key(scene_id, "exports", "fused.ply")) == fused
 
@@ -314,7 +315,7 @@ def test_killed_generator_actor_changes_nothing(batch: Batch, s3_endpoint: str, 
     for name in killed_summary["trajectories"]:
         for metric in ("points_added", "cache_points", "hole_ratio", "reference_score"):
             assert killed_summary["trajectories"][name][metric] == undisturbed["trajectories"][name][metric]
-    assert len(records.records(scene_id)) == 2 + len(TRAJECTORIES)
+    assert len(records.records(scene_id)) == 3 + len(TRAJECTORIES)  # init, trajectories, splat, export
 
 
 def small_scenes(settings: Settings, root: Path, count: int) -> list[str]:
@@ -345,7 +346,7 @@ def two_batches_at_once(settings: Settings, root: Path, count: int = 4) -> None:
     catalog = Catalog(store, bucket)
     assert [(e.status, e.attempts) for e in catalog.entries()] == [(SceneStatus.DONE, 1)] * count
     records = StageRecords(store, bucket)
-    assert all(len(records.records(s)) == 3 for s in scene_ids)
+    assert all(len(records.records(s)) == 4 for s in scene_ids)  # init, one trajectory, splat, export
     catalog.compact()
     assert list(store.list(bucket, "catalog/updates/")) == []
     assert [(e.status, e.attempts) for e in catalog.entries()] == [(SceneStatus.DONE, 1)] * count
@@ -406,7 +407,7 @@ def test_storage_outage_mid_batch_changes_nothing(prefect_api: str, ray_cluster:
     assert outage and [row["status"] for row in rows] == ["done"]
     store, bucket = open_store(settings.storage), settings.storage.work_bucket
     assert [(e.status, e.attempts) for e in Catalog(store, bucket).entries()] == [(SceneStatus.DONE, 1)]
-    assert len(records.records(scene_id)) == 3
+    assert len(records.records(scene_id)) == 4  # init, one trajectory, splat, export
     reference = use_buckets(monkeypatch, f"127.0.0.1:{port}")  # the same scene, undisturbed
     (again,) = small_scenes(reference, tmp_path / "again", 1)
     assert again == scene_id and [row["status"] for row in run_small_batch()] == ["done"]
