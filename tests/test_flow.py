@@ -441,7 +441,7 @@ def test_killed_flow_process_and_a_rerun_finish_the_scene(prefect_api: str, ray_
                            overrides={"resolution_scale": 0.25}, rerun_failed=True)
 
     assert [(row["scene"], row["status"]) for row in rows] == [(scene_id, "done")]
-    assert (Catalog(store, bucket).get(scene_id).status, len(records.records(scene_id))) == (SceneStatus.DONE, 3)
+    assert (Catalog(store, bucket).get(scene_id).status, len(records.records(scene_id))) == (SceneStatus.DONE, 4)
     assert records.read(scene_id, "init").finished_at == init.finished_at  # init did not run again
     reference = use_buckets(monkeypatch, s3_endpoint)
     small_scenes(reference, tmp_path / "again", 1)
