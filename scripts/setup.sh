@@ -21,6 +21,13 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq libusb-1.0-0 >/dev/null
 fi
 
+# The viewer's test loads the page in Debian's headless chromium.
+if [ "$extras" = "test" ] && ! command -v chromium >/dev/null 2>&1; then
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium >/dev/null
+fi
+
 [ -x "$venv/bin/python" ] || python3.11 -m venv "$venv" 2>/dev/null || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 # torch first, from TORCH_INDEX_URL if set (e.g. a CPU-only index), so nothing else picks its build.

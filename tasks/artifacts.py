@@ -45,6 +45,9 @@ def scene_markdown(settings: Settings, scene_id: str) -> str:
     if preview:
         lines += ["", f"![keyframe]({_data_uri(preview)})"]
     lines += ["", f"![top-down view of the fused cloud]({_data_uri(top)})"]
+    render = output_key(scene_id, "exports", "splat_render.png")
+    if store.exists(bucket, render):
+        lines += ["", f"![the Gaussian splats at the input camera]({_data_uri(store.get_bytes(bucket, render))})"]
     return "\n".join(lines)
 
 

@@ -26,7 +26,7 @@ from worldstereo.pipeline.backends import GeneratedVideo, GenerationRequest
 from worldstereo.pipeline.local import read_input
 from worldstereo.pipeline.registry import make_backend
 from worldstereo.pipeline.runner import Models, Stage, run_stage
-from worldstereo.pipeline.scene import EXPORT, INIT, SceneContext, trajectory_names
+from worldstereo.pipeline.scene import EXPORT, INIT, SPLAT, SceneContext, trajectory_names
 from worldstereo.storage.factory import open_store
 
 
@@ -99,6 +99,13 @@ def execute_stage(settings: Settings, scene_id: str, input_key: str, stage: Stag
 stage_task_remote = ray.remote(execute_stage)
 
 
+def splat_gpus(settings: Settings, stage: Stage) -> int:
+    """The splat stage asks for a GPU while the cluster has one free (its CPU path otherwise)."""
+    if stage.kind != SPLAT or not settings.splat.enabled:
+        return 0
+    return int(ray.available_resources().get("GPU", 0.0) >= 1)
+
+
 def run_on_cluster(settings: Settings, scene_id: str, input_key: str, stage: Stage,
                    names: list[str] | None) -> StageOutcome:
     """Submit the stage as a Ray task and wait for its small outcome, at most ``ray.stage_timeout_s``; a remote
@@ -106,7 +113,7 @@ def run_on_cluster(settings: Settings, scene_id: str, input_key: str, stage: Sta
     pools = get_pools(settings)
     check_stage_fits(settings.ray, pools.plan)
     options = {"num_cpus": settings.ray.stage_cpus, "max_retries": settings.ray.stage_retries,
-               "retry_exceptions": False}
+               "retry_exceptions": False, "num_gpus": splat_gpus(settings, stage)}
     with pools.lease(scene_id) as actors:
         ref = stage_task_remote.options(**options).remote(settings, scene_id, input_key, stage, names, actors)
         try:

@@ -17,6 +17,7 @@ from worldstereo.pipeline.exports import ply_bytes
 from worldstereo.pipeline.local import process_scene, read_input
 from worldstereo.pipeline.preview import top_down_view
 from worldstereo.storage.factory import open_store
+from worldstereo.storage.keys import output_key
 from worldstereo.synthetic.samples import write_samples
 
 
@@ -56,8 +57,10 @@ def test_scene_markdown_tables_the_trajectories_and_shows_a_keyframe_and_the_fus
     assert [line.split(" | ")[0] for line in lines if line.startswith("| orbit") or line.startswith("| up")] == \
         ["| orbit", "| up"]
     images = [line.split("](")[1].rstrip(")") for line in lines if line.startswith("![")]
-    assert [uri.split(";")[0] for uri in images] == ["data:image/png", "data:image/jpeg"]
+    assert [uri.split(";")[0] for uri in images] == ["data:image/png", "data:image/jpeg", "data:image/png"]
     assert Image.open(io.BytesIO(base64.b64decode(images[1].split(",", 1)[1]))).size == (256, 256)
+    splats = store.get_bytes(settings.storage.work_bucket, output_key("room", "exports", "splat_render.png"))
+    assert base64.b64decode(images[2].split(",", 1)[1]) == splats  # the splats' render
 
 
 def test_the_preview_reads_the_fused_cloud_as_open3d_does(tmp_path: Path) -> None:

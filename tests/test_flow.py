@@ -217,7 +217,7 @@ def test_a_large_batch_runs_in_shards_with_one_task_run_per_scene(prefect_api: s
     store, bucket = open_store(settings.storage), settings.storage.work_bucket
     assert [(e.status, e.attempts) for e in Catalog(store, bucket).entries()] == [(SceneStatus.DONE, 1)] * 3
     assert list(store.list(bucket, "catalog/updates/")) == [] and list(store.list(bucket, "catalog/claims/")) == []
-    assert all(len(StageRecords(store, bucket).records(s)) == 3 for s in scene_ids)
+    assert all(len(StageRecords(store, bucket).records(s)) == 4 for s in scene_ids)  # init, orbit, splat, export
 
 
 def test_batch_writes_every_output(batch: Batch) -> None:
@@ -282,7 +282,8 @@ def test_rerun_failed_processes_only_the_fixed_input(batch: Batch, tmp_path: Pat
     assert fixed.content_hash == content_hash(image.read_bytes()) != batch.catalog[BAD_ID].content_hash
     assert record_versions(batch.store, batch.work_bucket, others) == before[0]
     assert [catalog.get(s) for s in others] == before[1]
-    assert len(StageRecords(batch.store, batch.work_bucket).records(BAD_ID)) == 2 + len(TRAJECTORIES)
+    records = StageRecords(batch.store, batch.work_bucket).records(BAD_ID)
+    assert len(records) == 3 + len(TRAJECTORIES)  # init, trajectories, splat, export
 
 
 def test_interrupted_scene_resumes_where_it_stopped(batch: Batch) -> None:
@@ -305,7 +306,7 @@ def test_interrupted_scene_resumes_where_it_stopped(batch: Batch) -> None:
     entry = catalog.get(scene_id)
     assert (entry.status, entry.attempts) == (SceneStatus.DONE, 3)
     after = {r.key: r.finished_at for r in records.records(scene_id)}
-    assert len(after) == 2 + len(TRAJECTORIES)
+    assert len(after) == 3 + len(TRAJECTORIES)  # init, trajectories, splat, export
     assert {key: after[key] for key in kept} == kept  # the finished stages did not run again
     assert store.get_bytes(bucket, output_key(scene_id, "exports", "fused.ply")) == fused
 
@@ -380,7 +381,7 @@ def test_killed_generator_actor_changes_nothing(batch: Batch, seaweedfs_endpoint
     for name in killed_summary["trajectories"]:
         for metric in ("points_added", "cache_points", "hole_ratio", "reference_score"):
             assert killed_summary["trajectories"][name][metric] == undisturbed["trajectories"][name][metric]
-    assert len(records.records(scene_id)) == 2 + len(TRAJECTORIES)
+    assert len(records.records(scene_id)) == 3 + len(TRAJECTORIES)  # init, trajectories, splat, export
 
 
 def small_scenes(settings: Settings, root: Path, count: int) -> list[str]:
@@ -411,7 +412,7 @@ def two_batches_at_once(settings: Settings, root: Path, batches, count: int = 4)
     catalog = Catalog(store, bucket)
     assert [(e.status, e.attempts) for e in catalog.entries()] == [(SceneStatus.DONE, 1)] * count
     records = StageRecords(store, bucket)
-    assert all(len(records.records(s)) == 3 for s in scene_ids)
+    assert all(len(records.records(s)) == 4 for s in scene_ids)  # init, one trajectory, splat, export
     catalog.compact()
     assert list(store.list(bucket, "catalog/updates/")) == [] and list(store.list(bucket, "catalog/claims/")) == []
     assert [(e.status, e.attempts) for e in catalog.entries()] == [(SceneStatus.DONE, 1)] * count
@@ -495,7 +496,7 @@ def test_storage_outage_mid_batch_changes_nothing(prefect_api: str, ray_cluster:
     assert outage and [row["status"] for row in rows] == ["done"]
     store, bucket = open_store(settings.storage), settings.storage.work_bucket
     assert [(e.status, e.attempts) for e in Catalog(store, bucket).entries()] == [(SceneStatus.DONE, 1)]
-    assert len(records.records(scene_id)) == 3
+    assert len(records.records(scene_id)) == 4  # init, one trajectory, splat, export
     reference = use_buckets(monkeypatch, f"127.0.0.1:{port}")  # the same scene, undisturbed
     (again,) = small_scenes(reference, tmp_path / "again", 1)
     assert again == scene_id and [row["status"] for row in run_small_batch()] == ["done"]
@@ -529,7 +530,7 @@ def test_killed_flow_process_and_a_rerun_finish_the_scene(prefect_api: str, ray_
                            overrides={"resolution_scale": 0.25}, rerun_failed=True)
 
     assert [(row["scene"], row["status"]) for row in rows] == [(scene_id, "done")]
-    assert (Catalog(store, bucket).get(scene_id).status, len(records.records(scene_id))) == (SceneStatus.DONE, 3)
+    assert (Catalog(store, bucket).get(scene_id).status, len(records.records(scene_id))) == (SceneStatus.DONE, 4)
     assert records.read(scene_id, "init").finished_at == init.finished_at  # init did not run again
     reference = use_buckets(monkeypatch, seaweedfs_endpoint)
     small_scenes(reference, tmp_path / "again", 1)

@@ -33,7 +33,7 @@ def two_nodes(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> dic
 def test_stages_run_on_both_nodes(two_nodes: dict) -> None:
     both = two_nodes["both"]
     assert [row["status"] for row in both["rows"]] == ["done"] * 2
-    assert len(both["ran"]) == 2 * 3  # init, orbit, export of each scene
+    assert len(both["ran"]) == 2 * 4  # init, orbit, splat, export of each scene
     assert {node for _, _, node in both["ran"]} == set(two_nodes["workers"])
 
 
@@ -41,9 +41,9 @@ def test_a_lost_node_costs_only_its_work(two_nodes: dict) -> None:
     loss = two_nodes["loss"]
     assert loss["node"] == two_nodes["workers"][1] and loss["before"]  # removed after a stage had finished
     assert sorted((row["scene"], row["status"]) for row in loss["rows"]) == [(s, "done") for s in sorted(loss["scenes"])]
-    assert len(loss["after"]) == 3 * len(loss["scenes"])  # every stage recorded, each once
+    assert len(loss["after"]) == 4 * len(loss["scenes"])  # every stage recorded, each once
     assert {key: loss["after"][key] for key in loss["before"]} == loss["before"]  # finished work was kept
     assert {(scene, stage) for scene, stage, _ in loss["ran"]} == {
-        (scene, stage) for scene in loss["scenes"] for stage in ("init", "orbit", "export")}
+        (scene, stage) for scene in loss["scenes"] for stage in ("init", "orbit", "splat", "export")}
     after_removal = [node for *_, node in loss["ran"]][-1]
     assert after_removal == two_nodes["workers"][0]  # the last stages ran on the node left

@@ -129,7 +129,8 @@ def test_killed_scene_resumes_to_identical_outputs(tmp_path, samples):
     run(resumed, samples["room"], "room")
     stages_run = [(r.stage, r.trajectory) for r in records.records("room")]
     assert sorted(stages_run, key=str) == sorted(
-        [("init", None)] + [("trajectory", t) for t in ("orbit", "up", "right", "left")] + [("export", None)], key=str)
+        [("init", None)] + [("trajectory", t) for t in ("orbit", "up", "right", "left")]
+        + [("splat", None), ("export", None)], key=str)
     for a, b in zip(fused_cloud(undisturbed, "room"), fused_cloud(resumed, "room")):
         np.testing.assert_array_equal(a, b)
     get = lambda s, *k: open_store(s.storage).get_bytes(s.storage.work_bucket, output_key("room", *k))  # noqa: E731

@@ -66,7 +66,7 @@ def run(cluster, workers: list, root: Path, out: Path) -> None:
 
     def batch() -> list[dict]:
         return run_scene_batch(generator="oracle", trajectory={"num_frames": 3, "order": ["orbit"]},
-                               overrides={"resolution_scale": 0.25})
+                               overrides={"resolution_scale": 0.25, "splat": {"enabled": False}})  # a recorded no-op
 
     report: dict = {"workers": [w.node_id for w in workers]}
     phase("both")

@@ -325,3 +325,46 @@ def bench_model(
 
 if __name__ == "__main__":
     app()
+
+
+@bench_app.command("splat")
+def bench_splat(
+    json_path: JsonOption = None,
+    frames: int = 21,
+    scale: Annotated[float, typer.Option(help="Image size as a fraction of 480x832.")] = 0.5,
+    device: str = "cpu",
+    iterations: Annotated[Optional[int], typer.Option(help="Iterations timed (default: splat.iterations).")] = None,
+) -> None:
+    """Splat training on the synthetic room: iterations/s, seconds per scene at the default iterations, peak memory."""
+    from worldstereo.bench.splat import format_report, run_splat_benchmark
+
+    result = run_splat_benchmark(frames=frames, scale=scale, device=device, iterations=iterations,
+                                 settings=_settings().splat)
+    emit(result, format_report(result), json_path)
+
+
+@app.command("view")
+def view_command(
+    scene: Annotated[str, typer.Argument(help="A scene id in the configured store, or a scene's exports folder.")],
+    host: str = "127.0.0.1",
+    port: int = 8080,
+) -> None:
+    """Open a scene's splats (or fused cloud), mesh, trajectories and input image in a viser web viewer."""
+    from worldstereo.storage.factory import open_store
+    from worldstereo.storage.keys import output_key
+    from worldstereo.viewer.outputs import directory_reader, read_outputs, store_reader
+    from worldstereo.viewer.server import serve
+
+    path = Path(scene)
+    if path.is_dir():
+        exports = path / "exports" if (path / "exports").is_dir() else path
+        read, images = directory_reader(exports)
+    else:
+        settings = _settings()
+        read, images = store_reader(open_store(settings.storage), settings.storage.work_bucket,
+                                    output_key(scene, "exports") + "/")
+    if read("fused.ply") is None:
+        raise typer.BadParameter(f"no exports of {scene} (expected exports/fused.ply)")
+    server = serve(read_outputs(read, images), host=host, port=port)
+    typer.echo(f"viewing {scene} at http://{host}:{server.get_port()}/ (Ctrl-C stops)")
+    server.sleep_forever()

@@ -188,6 +188,29 @@ class WebhookSettings(BaseModel):
     parameters: dict[str, Any] = {}
 
 
+class SplatSettings(BaseModel):
+    """3D Gaussian splats trained on a scene's memory-bank frames after its last trajectory (the ``splat`` stage).
+
+    Every ``held_out_stride``-th frame (0: none) is left out of training and scored; ``resolution_scale`` is
+    of the frames' working size; the cloud is subsampled to ``max_init_points`` Gaussians to start from.
+    """
+
+    enabled: bool = True
+    iterations: int = Field(default=100, ge=1)
+    resolution_scale: float = Field(default=0.5, gt=0.0, le=1.0)
+    sh_degree: int = Field(default=1, ge=0, le=3)
+    held_out_stride: int = Field(default=8, ge=0)
+    max_init_points: int = Field(default=10_000, ge=16)
+    min_frames: int = Field(default=2, ge=1)
+    ssim_weight: float = Field(default=0.2, ge=0.0, le=1.0)  # lambda of D-SSIM (3DGS Eq. 7)
+    depth_weight: float = Field(default=0.1, ge=0.0)  # relative depth error against the frames' depth
+    scale_weight: float = Field(default=0.01, ge=0.0)  # mean Gaussian scale / scene extent
+    opacity_weight: float = Field(default=0.001, ge=0.0)  # mean opacity
+    backend: Literal["auto", "gsplat", "torch"] = "auto"  # auto: gsplat on CUDA, the torch rasterizer elsewhere
+    mesh_voxels: int = Field(default=192, ge=16)  # TSDF voxels along the longest side of the scene's box
+    mesh_max_triangles: int = Field(default=200_000, ge=100)
+
+
 class Settings(BaseSettings):
     """Everything configurable. Defaults run a whole batch on one machine with no external services."""
 
@@ -204,6 +227,7 @@ class Settings(BaseSettings):
     panorama: PanoramaSettings = PanoramaSettings()
     generation: GeneratorSettings = GeneratorSettings()
     webhook: WebhookSettings = WebhookSettings()
+    splat: SplatSettings = SplatSettings()
     device: str = "auto"
     depth_backend: str = "auto"  # a depth backend of worldstereo.pipeline.registry
     max_depth: int | None = Field(default=None, gt=0)  # metres; Depth-Anything-V2 metric head, None: the checkpoint's

@@ -8,6 +8,8 @@ Per scene (Tables 2, 3, 5):
   the ground-truth frame; dataset scenes are aligned first (first camera, then ICP with scaling).
 - ``rot_err`` (degrees, summed over frames), ``trans_err``, ``ate``: cameras recovered by the
   reconstructor against the requested trajectory, averaged over trajectories.
+- ``splat_psnr`` / ``splat_ssim`` and ``cloud_psnr`` / ``cloud_ssim``: the trained splats and the fused cloud
+  (point render) at the held-out memory-bank frames (every ``splat.held_out_stride``-th, left out of training).
 - ``psnr`` / ``ssim``: generated keyframes (kept losslessly in the memory bank) against the ground-truth
   renders of the same cameras; synthetic scenes only. PSNR is capped at ``PSNR_CAP`` dB (identical images).
 
@@ -39,14 +41,16 @@ from worldstereo.evaluation.pointcloud_metrics import point_cloud_scores, tau_fr
 from worldstereo.geometry.trajectory import load_trajectory_json
 from worldstereo.pipeline.exports import GLOBAL_PLY
 from worldstereo.pipeline.local import process_scene, read_local_input
-from worldstereo.pipeline.scene import INIT, SceneContext
+from worldstereo.pipeline.scene import INIT, SPLAT, SceneContext
 from worldstereo.storage.factory import open_store
 from worldstereo.storage.keys import output_key
 from worldstereo.synthetic import make_scene
 from worldstereo.synthetic.samples import write_samples
 
 PSNR_CAP = 100.0
-METRICS = ("f1", "auc", "f1_global", "auc_global", "rot_err", "trans_err", "ate", "psnr", "ssim")
+METRICS = ("f1", "auc", "f1_global", "auc_global", "rot_err", "trans_err", "ate", "psnr", "ssim", "splat_psnr",
+           "splat_ssim", "cloud_psnr", "cloud_ssim")
+SPLAT_METRICS = METRICS[-4:]
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,10 @@ class SceneScores:
     ate: float
     psnr: float
     ssim: float
+    splat_psnr: float = math.nan
+    splat_ssim: float = math.nan
+    cloud_psnr: float = math.nan
+    cloud_ssim: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -148,8 +156,9 @@ def evaluate_case(case: EvalCase, settings: Settings, root: Path) -> SceneScores
     scores = {name: point_cloud_scores(cloud, truth, tau_from_extent(truth, 0.01)) for name, cloud in clouds.items()}
     fused, whole = scores["fused.ply"], scores.get(GLOBAL_PLY)
     rot, trans, abs_err = _camera_scores(ctx, names)
+    splat = next((r.metrics for r in ctx.records.records(case.name) if r.stage == SPLAT), {})
     return SceneScores(case.name, fused.f1, fused.auc, whole.f1 if whole else math.nan, whole.auc if whole else math.nan,
-                       rot, trans, abs_err, image_psnr, image_ssim)
+                       rot, trans, abs_err, image_psnr, image_ssim, *(splat.get(m, math.nan) for m in SPLAT_METRICS))
 
 
 def run_suite(cases: list[EvalCase], settings: Settings, progress: Callable[[SceneScores], None] = lambda s: None

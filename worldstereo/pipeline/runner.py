@@ -1,4 +1,4 @@
-"""The one stage sequence of a scene — init → each planned trajectory → export — for every executor.
+"""The one stage sequence of a scene — init → each planned trajectory → splat → export — for every executor.
 
 ``worldstereo run-scene``, ``worldstereo eval`` and the cluster's stage tasks all go through
 :func:`run_stage`; :func:`run_scene` runs the whole sequence in this process. A stage whose record and
@@ -16,6 +16,7 @@ from worldstereo.pipeline.exports import run_export
 from worldstereo.pipeline.scene import (
     EXPORT,
     INIT,
+    SPLAT,
     TRAJECTORY,
     DepthFn,
     GenerateFn,
@@ -25,11 +26,12 @@ from worldstereo.pipeline.scene import (
     run_trajectory,
     trajectory_names,
 )
+from worldstereo.pipeline.splat_stage import run_splat
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One step of a scene: ``init``, ``trajectory`` (with its record name) or ``export``."""
+    """One step of a scene: ``init``, ``trajectory`` (with its record name), ``splat`` or ``export``."""
 
     kind: str
     trajectory: str | None = None
@@ -63,7 +65,7 @@ class StageEvent:
 
 def later_stages(names: list[str]) -> list[Stage]:
     """The stages after init, in run order, for the planned trajectory ``names``."""
-    return [Stage(TRAJECTORY, name) for name in names] + [Stage(EXPORT)]
+    return [Stage(TRAJECTORY, name) for name in names] + [Stage(SPLAT), Stage(EXPORT)]
 
 
 def run_stage(ctx: SceneContext, stage: Stage, models: Models, read_scene: Callable[[], SceneInput],
@@ -75,6 +77,8 @@ def run_stage(ctx: SceneContext, stage: Stage, models: Models, read_scene: Calla
         run_init(ctx, read_scene(), models.estimate)
     elif stage.kind == TRAJECTORY:
         run_trajectory(ctx, stage.trajectory, models.generate, models.reconstruct, names, models.clip)
+    elif stage.kind == SPLAT:
+        run_splat(ctx, names if names is not None else trajectory_names(ctx))
     elif stage.kind == EXPORT:
         run_export(ctx, names if names is not None else trajectory_names(ctx), models.reconstruct)
     else:
@@ -88,8 +92,9 @@ def run_scene(ctx: SceneContext, scene: SceneInput, depth_fn: DepthFn, generate_
     models = Models(depth_fn, generate_fn, reconstruct_fn, clip_fn)
     ran = run_stage(ctx, Stage(INIT), models, lambda: scene)
     names = trajectory_names(ctx)
-    total = len(names) + 2
+    stages = later_stages(names)
+    total = len(stages) + 1
     yield StageEvent(INIT, None, "done" if ran else "skipped", 1, total)
-    for index, stage in enumerate(later_stages(names), start=2):
+    for index, stage in enumerate(stages, start=2):
         ran = run_stage(ctx, stage, models, lambda: scene, names)
         yield StageEvent(stage.kind, stage.trajectory, "done" if ran else "skipped", index, total)

@@ -1,5 +1,5 @@
 """One scene end to end: depth → initial 3D cache and memory bank → trajectories (GGM + SSM → generate →
-reconstruct → align and merge) → exports.
+reconstruct → align and merge) → Gaussian splats → exports.
 
 Every stage reads the snapshot its predecessor wrote and writes its own, then its stage record: a stage
 is done only when its record and every output it lists exist, so a re-run skips finished stages and a
@@ -49,7 +49,7 @@ from worldstereo.pipeline.timing import step
 from worldstereo.storage.base import ObjectStore
 from worldstereo.catalog.manifests import StageRecord, StageRecords
 
-INIT, TRAJECTORY, EXPORT = "init", "trajectory", "export"
+INIT, TRAJECTORY, SPLAT, EXPORT = "init", "trajectory", "splat", "export"
 DEPTH_INFO = "depth.json"  # init output: where the depth and the intrinsics came from
 
 DepthFn = Callable[[SceneInput], DepthEstimate]
