@@ -40,8 +40,15 @@ def tsdf_mesh(renders: list[tuple[Tensor, Tensor, Tensor]], cameras: list[Camera
     return mesh.remove_unreferenced_vertices()
 
 
+EMPTY_PLY = (b"ply\nformat binary_little_endian 1.0\nelement vertex 0\nproperty double x\nproperty double y\n"
+             b"property double z\nelement face 0\nproperty list uchar uint vertex_indices\nend_header\n")
+
+
 def mesh_ply(mesh: o3d.geometry.TriangleMesh) -> bytes:
-    """Binary PLY bytes of a triangle mesh (vertex colours kept)."""
+    """Binary PLY bytes of a triangle mesh (vertex colours kept); a mesh the splats gave no surface for (nothing
+    they cover at half opacity or more) is an empty PLY, which open3d refuses to write."""
+    if len(mesh.vertices) == 0:
+        return EMPTY_PLY
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mesh.ply"
         o3d.io.write_triangle_mesh(str(path), mesh, write_ascii=False, compressed=False)
