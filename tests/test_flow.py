@@ -443,7 +443,7 @@ def test_two_batch_processes_run_every_scene_once(prefect_api: str, ray_cluster:
         assert [run.returncode for run in runs] == [0, 0]
         return [json.loads(out.strip().splitlines()[-1]) for out in outputs]
 
-    two_batches_at_once(use_buckets(monkeypatch, seaweedfs_endpoint), tmp_path, in_processes)
+    two_batches_at_once(use_buckets(monkeypatch, seaweedfs_endpoint), tmp_path, in_processes, count=3)
 
 
 def test_three_gpu_backends_share_two_gpus(batch: Batch, seaweedfs_endpoint: str, monkeypatch) -> None:
