@@ -7,4 +7,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # A first start on a fresh machine compiles and migrates before the embedded Prefect server answers.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="${PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS:-600}"
+# Demo-sized splats (the torch rasterizer on a CPU): 30 steps at a quarter of the frames' size, a 96^3 mesh.
+export WORLDSTEREO_SPLAT__ITERATIONS="${WORLDSTEREO_SPLAT__ITERATIONS:-30}"
+export WORLDSTEREO_SPLAT__RESOLUTION_SCALE="${WORLDSTEREO_SPLAT__RESOLUTION_SCALE:-0.25}"
+export WORLDSTEREO_SPLAT__MESH_VOXELS="${WORLDSTEREO_SPLAT__MESH_VOXELS:-96}"
 exec .venv/bin/worldstereo batch --samples --frames 21 --scale 0.5 "$@"
