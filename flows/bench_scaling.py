@@ -11,6 +11,9 @@ CPU the batch used (``cpu_s``: the point's process tree, i.e. flow, Ray, stage w
 API server; ``flow_cpu_s``: the flow process alone) and the cores other processes kept busy meanwhile
 (``others_cores``). ``cores_used`` is what the batch got; ``cores_needed`` what it would need to run at k times
 the speed of k = 1: where it exceeds what the machine leaves, the loss is CPU contention, not orchestration.
+``bound_s`` is the batch time nothing could beat: k times faster than k = 1, but no faster than the batch's CPU
+work on the cores the machine left it; ``orchestration_efficiency`` is ``bound_s`` over the time taken, i.e. the
+efficiency with the CPU contention taken out.
 """
 
 from __future__ import annotations
@@ -148,8 +151,11 @@ def run_scaling_benchmark(slots: tuple[int, ...] = (1, 2, 4), scenes: int = 8, m
     speedup = {p["slots"]: p["throughput"] / base["throughput"] for p in timed}
     linear = {p["slots"]: p["done"] * min(slots) / (base["throughput"] * p["slots"]) for p in timed}  # batch s, ideal
     memory = {p["scenes"]: p["flow_peak_rss_mb"] for p in points if p["slots"] == max(slots)}
+    cores = os.cpu_count() or 1
+    bound = {p["slots"]: max(linear[p["slots"]], p["cpu_s"] / max(cores - p["others_cores"], 1e-3)) for p in timed}
     return {"points": points, "speedup": speedup, "efficiency": {k: s * min(slots) / k for k, s in speedup.items()},
             "cores_needed": {p["slots"]: p["cpu_s"] / linear[p["slots"]] for p in timed},
+            "bound_s": bound, "orchestration_efficiency": {p["slots"]: bound[p["slots"]] / p["batch_s"] for p in timed},
             "flow_peak_rss_mb": memory, "sleep_s": sleep_s, "api_start_s": api_start_s, "cpu_count": os.cpu_count()}
 
 
@@ -158,12 +164,13 @@ def format_report(result: dict) -> str:
     lines = [f"generator sleeps {result['sleep_s']} s per trajectory; {result['cpu_count']} CPU cores; "
              f"Prefect API start {result['api_start_s']:.1f} s (not included)",
              "slots  scenes  done  batch s  scenes/s  speedup  efficiency  CPU s  flow CPU s  others' cores  "
-             "cores used  cores needed  flow peak RSS MB"]
+             "cores used  cores needed  bound s  orchestration  flow peak RSS MB"]
     for p in result["points"]:
         timed = p["scenes"] == result["points"][0]["scenes"]
         figures = ((f"{result['speedup'][p['slots']]:>7.2f}  {result['efficiency'][p['slots']]:>10.2f}") if timed
                    else f"{'':>7}  {'':>10}")
-        needed = f"{result['cores_needed'][p['slots']]:>12.2f}" if timed else f"{'':>12}"
+        needed = (f"{result['cores_needed'][p['slots']]:>12.2f}  {result['bound_s'][p['slots']]:>7.1f}  "
+                  f"{result['orchestration_efficiency'][p['slots']]:>13.2f}") if timed else f"{'':>12}  {'':>7}  {'':>13}"
         lines.append(f"{p['slots']:>5}  {p['scenes']:>6}  {p['done']:>4}  {p['batch_s']:>7.1f}  {p['throughput']:>8.3f}  "
                      f"{figures}  {p['cpu_s']:>5.0f}  {p['flow_cpu_s']:>10.1f}  {p['others_cores']:>13.2f}  "
                      f"{p['cores_used']:>10.2f}  {needed}  {p['flow_peak_rss_mb']:>16.0f}")

@@ -40,7 +40,6 @@ from worldstereo.catalog.schemas import (
 
 Clock = Callable[[], datetime]
 
-_READERS = 16  # concurrent reads of status updates
 _CHUNK = 64  # status updates a reader takes at a time
 _CAS_ATTEMPTS = 20  # manifest replacements tried before giving up (each loses only to another writer's success)
 COMPACT_PER_PASS = 20_000  # update objects folded by one manifest write
@@ -318,7 +317,9 @@ class Catalog:
     def advance(self, entry: SceneEntry, status: SceneStatus, error: str | None = None) -> SceneEntry:
         """Move the scene of ``entry`` (its current row) to ``status`` with one small write and no read.
 
-        Entering running counts an attempt; failed needs an error message.
+        The scene's older status changes, superseded now, are deleted (a listing of its own updates), so a
+        compaction folds one object per changed scene. Entering running counts an attempt; failed needs an
+        error message.
         """
         status = SceneStatus(status)
         if status not in _TRANSITIONS[entry.status]:
@@ -333,7 +334,9 @@ class Catalog:
             updated_at=self._clock(),
         )
         stamp = f"{int(updated.updated_at.timestamp() * 1e9):020d}_{uuid.uuid4().hex[:12]}"
-        self._store.put_bytes(self._bucket, catalog_update_key(entry.scene_id, stamp), _update_json(updated))
+        key = catalog_update_key(entry.scene_id, stamp)
+        self._store.put_bytes(self._bucket, key, _update_json(updated))
+        self._store.delete_many(self._bucket, [k for k in self._update_keys(entry.scene_id) if k < key])
         return updated
 
     def compact(self, per_pass: int = COMPACT_PER_PASS) -> int:
@@ -348,11 +351,10 @@ class Catalog:
             keys = self._update_keys()[:per_pass]
             if not keys:
                 return folded_total
-            folded, updates = self._read_updates(keys)
-            if not self._write(_overlay(manifest, updates), folded, etag):
+            if not self._write(_overlay(manifest, self._read_updates(keys)), keys, etag):
                 conflicts += 1
                 continue
-            folded_total += len(folded)
+            folded_total += len(keys)
             if len(keys) < per_pass:
                 return folded_total
         raise StorageError(f"the catalog manifest changed under {_CAS_ATTEMPTS} compactions in a row")
@@ -371,16 +373,32 @@ class Catalog:
         return sorted(e.key for e in self._store.list(self._bucket, prefix) if e.key.endswith(UPDATE_SUFFIXES))
 
     def _updates(self, scene_id: str | None = None) -> tuple[list[str], list[dict]]:
-        """The update objects' keys and their rows in key order (of one scene if given)."""
-        return self._read_updates(self._update_keys(scene_id))
+        """The update objects' keys and the rows that count among them (of one scene if given)."""
+        keys = self._update_keys(scene_id)
+        return keys, self._read_updates(keys)
 
-    def _read_updates(self, keys: list[str]) -> tuple[list[str], list[dict]]:
-        """The keys that were still there and their rows (catalog columns), in the keys' order."""
-        chunks = [keys[i:i + _CHUNK] for i in range(0, len(keys), _CHUNK)]
-        with ThreadPoolExecutor(max_workers=_READERS) as pool:
-            read = [rows for chunk in pool.map(lambda part: [self._read(k) for k in part], chunks) for rows in chunk]
-        found = [(key, rows) for key, rows in zip(keys, read) if rows is not None]
-        return [key for key, _ in found], [row for _, rows in found for row in rows]
+    def _read_updates(self, keys: list[str]) -> list[dict]:
+        """The rows that count among the update ``keys``: each scene's newest update that is still there.
+
+        An update is a whole row, so a scene's older updates (earlier keys: the stamp leads with the time) are
+        superseded and never read; a newest one deleted since the listing falls back to the one before it.
+        """
+        newest: dict[str, list[str]] = {}
+        for key in keys:  # sorted: each scene's keys together, oldest first
+            newest.setdefault(key.split("/")[-2], []).append(key)
+        candidates = list(newest.values())
+        chunks = [candidates[i:i + _CHUNK] for i in range(0, len(candidates), _CHUNK)]
+        with ThreadPoolExecutor(max_workers=self._store.concurrency) as pool:
+            read = pool.map(lambda part: [row for scene in part for row in self._read_newest(scene)], chunks)
+            return [row for rows in read for row in rows]
+
+    def _read_newest(self, scene_keys: list[str]) -> list[dict]:
+        """The rows of the newest of one scene's update keys that can still be read (none if all were folded)."""
+        for key in reversed(scene_keys):
+            rows = self._read(key)
+            if rows is not None:
+                return rows
+        return []
 
     def _read(self, key: str) -> list[dict] | None:
         try:

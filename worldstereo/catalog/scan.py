@@ -12,7 +12,6 @@ from worldstereo.storage.base import ObjectEntry, ObjectNotFoundError, ObjectSto
 from worldstereo.catalog.manifests import InputObject, content_hash
 from worldstereo.catalog.schemas import InputKind
 
-READERS = 16  # concurrent reads of changed inputs
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +27,7 @@ def scan_inputs(store: ObjectStore, bucket: str, prefix: str, known: Mapping[str
 
     ``known`` maps registered input keys to the version recorded when they were last hashed, so a
     bucket of already registered, unchanged images costs one listing and no reads. The reads run on
-    ``READERS`` threads.
+    the store's ``concurrency`` threads.
     """
     changed: list[ObjectEntry] = []
     listed = 0
@@ -43,7 +42,7 @@ def scan_inputs(store: ObjectStore, bucket: str, prefix: str, known: Mapping[str
         digest = content_hash(store.get_bytes(bucket, entry.key))
         return InputObject(entry.key, input_kind(store, bucket, entry.key), digest, entry.version)
 
-    with ThreadPoolExecutor(max_workers=READERS) as pool:
+    with ThreadPoolExecutor(max_workers=store.concurrency) as pool:
         return InputScan(list(pool.map(read, changed)), listed)
 
 

@@ -86,6 +86,9 @@ class ObjectStore(ABC):
     a backend cannot hold raise ``InvalidKeyError``, and other backend failures ``StorageError``.
     """
 
+    concurrency = 16
+    """Requests worth having in flight at once for many small reads: a server hides its latency behind them."""
+
     def __init__(self) -> None:
         self._ready_buckets: set[str] = set()
 

@@ -23,6 +23,7 @@ SCENE_ID_STEM_CHARS = 40
 SCENE_ID_HASH_CHARS = 10
 
 _SCENE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
@@ -41,9 +42,9 @@ def _check_segments(text: str, segments: list[str], what: str) -> None:
         raise InvalidKeyError(f"invalid {what} {text!r}: leading '/'")
     if "\\" in text:
         raise InvalidKeyError(f"invalid {what} {text!r}: backslash")
-    control = next((c for c in text if unicodedata.category(c) == "Cc"), None)
+    control = _CONTROL.search(text)
     if control is not None:
-        raise InvalidKeyError(f"invalid {what} {text!r}: control character {control!r}")
+        raise InvalidKeyError(f"invalid {what} {text!r}: control character {control.group()!r}")
     for index, segment in enumerate(segments):
         if segment == "":
             raise InvalidKeyError(

@@ -8,7 +8,6 @@ import hashlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +28,6 @@ from worldstereo.storage.base import (
 )
 from worldstereo.storage.keys import PARTIAL_SUFFIX
 
-DELETERS = 16  # concurrent unlinks of a multi-object delete
 
 
 def _sort_key(entry: os.DirEntry[str]) -> bytes:
@@ -45,6 +43,8 @@ class LocalStore(ObjectStore):
     listings skip those files (keys may not use that suffix). A key cannot name both an object and
     a deeper level (``a`` and ``a/b``): the second write raises ``InvalidKeyError``.
     """
+
+    concurrency = 1  # small-file reads are Python-bound: threads only contend for the interpreter
 
     def __init__(self, root: str | Path) -> None:
         super().__init__()
@@ -216,14 +216,19 @@ class LocalStore(ObjectStore):
         return True
 
     def _delete_many(self, bucket: str, keys: list[str]) -> None:
-        """The files on threads (an unlink waits on the file system, not on this process), then each emptied
-        directory once."""
-        def unlink(part: list[str]) -> set[Path]:
-            return {self._path(bucket, key).parent for key in part if self._unlink(bucket, key)}
-
-        with ThreadPoolExecutor(max_workers=DELETERS) as pool:
-            parents = set().union(*pool.map(unlink, [keys[i:i + 64] for i in range(0, len(keys), 64)]))
-            list(pool.map(lambda directory: self._prune(directory, self._root / bucket), parents))
+        """The files, then each emptied directory once (in one thread: unlinks and rmdirs queue in the file
+        system, which threads only slow down)."""
+        base = self._root / bucket
+        emptied = set()
+        for key in keys:
+            with self._errors("delete", bucket, key):
+                try:
+                    os.unlink(f"{base}/{key}")
+                except (FileNotFoundError, IsADirectoryError):  # no such object
+                    continue
+            emptied.add(key.rpartition("/")[0])
+        for directory in emptied:
+            self._prune(base / directory, base)
 
     @staticmethod
     def _prune(directory: Path, stop: Path) -> None:
