@@ -84,15 +84,24 @@ def _timed(call):
     return result, time.perf_counter() - started
 
 
-def run_point(scenes: int, run: int) -> dict:
-    """One catalog size, in this process (see the module docstring)."""
+def filesystem_of(path: Path) -> str:
+    """The file system holding ``path`` and its mount options (``/proc/mounts``): what a local store's costs rest on
+    (e.g. ext4 mounted with ``discard`` trims every freed block as a file is deleted)."""
+    path = path.resolve()
+    mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    best = max((m for m in mounts if path.is_relative_to(m[1])), key=lambda m: len(m[1]))
+    return f"{best[2]} ({best[3]}) at {best[1]}"
+
+
+def run_point(scenes: int, run: int, root_dir: str | None = None) -> dict:
+    """One catalog size, in this process, with the local store under ``root_dir`` (see the module docstring)."""
     from flows.scene_batch import batch_settings, run_scene_batch, select_scenes
     from worldstereo.catalog.manifests import Catalog
     from worldstereo.catalog.scan import scan_inputs
     from worldstereo.catalog.schemas import SceneStatus
     from worldstereo.storage.factory import open_store
 
-    root = Path(tempfile.mkdtemp(prefix="catalog-bench-"))
+    root = Path(tempfile.mkdtemp(prefix="catalog-bench-", dir=root_dir))
     try:
         overrides = {"storage": {"backend": "local", "root": str(root / "store")}, "ray": {"num_cpus": 2},
                      "batch": {"detail_max_scenes": 0}, "splat": {"enabled": False}}  # orchestration, not training
@@ -126,7 +135,7 @@ def run_point(scenes: int, run: int) -> dict:
         cpu_after = resource.getrusage(resource.RUSAGE_SELF)
         ran = len(rows)
         flow_cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
-        return {"scenes": scenes, "run": ran, "done": sum(r["status"] == "done" for r in rows),
+        return {"scenes": scenes, "run": ran, "store_filesystem": filesystem_of(root), "done": sum(r["status"] == "done" for r in rows),
                 "scan_s": scan_s, "register_s": register_s, "select_s": select_s, "selected": selected.num_rows,
                 "get_ms": get_ms,
                 "compact_s": compact_s, "compacted_updates": folded, "batch_s": batch_s,
@@ -153,14 +162,15 @@ def extrapolate(points: list[dict], to: int = EXTRAPOLATE_TO) -> dict:
             "flow_peak_rss_mb": largest["flow_peak_rss_mb"]}
 
 
-def run_catalog_benchmark(scenes: tuple[int, ...] = (1000, 10000), run: int = 200) -> dict:
-    """Every catalog size in a process of its own, with its own Prefect home (database) and API."""
+def run_catalog_benchmark(scenes: tuple[int, ...] = (1000, 10000), run: int = 200, root: str | None = None) -> dict:
+    """Every catalog size in a process of its own, with its own Prefect home (database) and API; the local store
+    under ``root`` (default: the system's temporary directory)."""
     points = []
     for count in scenes:
         with tempfile.TemporaryDirectory(prefix="prefect-home-") as home:
             env = os.environ | {"PREFECT_HOME": home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
             env.pop("PREFECT_API_URL", None)
-            out = subprocess.run([sys.executable, "-m", "flows.bench_catalog", str(count), str(run)], env=env,
+            out = subprocess.run([sys.executable, "-m", "flows.bench_catalog", str(count), str(run), root or ""], env=env,
                                  capture_output=True, text=True)
             if out.returncode:
                 raise RuntimeError(f"catalog benchmark at {count} scenes failed:\n{out.stderr[-4000:]}")
@@ -173,7 +183,8 @@ def run_catalog_benchmark(scenes: tuple[int, ...] = (1000, 10000), run: int = 20
 
 def format_report(result: dict) -> str:
     """Human-readable summary of :func:`run_catalog_benchmark`."""
-    lines = [f"{result['cpu_count']} CPU cores; per-scene figures over each batch's scenes",
+    lines = [f"{result['cpu_count']} CPU cores; the local store on {result['points'][0]['store_filesystem']}; "
+             "per-scene figures over each batch's scenes",
              "scenes  scan s  register s  select s  get ms  compact s (updates)  ran  flow CPU s/scene  peak RSS MB  "
              "DB kB/scene  task runs/scene"]
     for p in result["points"]:
@@ -193,7 +204,7 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _main(scenes: int, run: int) -> None:
+def _main(scenes: int, run: int, root_dir: str | None) -> None:
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -201,10 +212,10 @@ def _main(scenes: int, run: int) -> None:
     server.start(timeout=600)
     try:
         with temporary_settings({PREFECT_API_URL: server.api_url}):
-            print(json.dumps(run_point(scenes, run)))
+            print(json.dumps(run_point(scenes, run, root_dir)))
     finally:
         server.stop()
 
 
 if __name__ == "__main__":
-    _main(int(sys.argv[1]), int(sys.argv[2]))
+    _main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] or None)

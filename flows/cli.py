@@ -105,13 +105,14 @@ def bench_catalog(
     json_path: JsonOption = None,
     scenes: Annotated[str, typer.Option(help="Catalog sizes, comma-separated.")] = "1000,10000",
     run: Annotated[int, typer.Option(help="Scenes each batch runs through the flow.")] = 200,
+    root: Annotated[str | None, typer.Option(help="Directory for the local store (default: the temporary one).")] = None,
 ) -> None:
     """Catalog sizes N: registration, selection, one-row reads and compaction at N; the flow's CPU, memory, Prefect
     database and task runs per scene; everything extrapolated to 100,000 scenes."""
     from flows.bench_catalog import format_report, run_catalog_benchmark
 
     sizes = tuple(int(n) for n in scenes.split(",") if n.strip())
-    result = run_catalog_benchmark(scenes=sizes, run=run)
+    result = run_catalog_benchmark(scenes=sizes, run=run, root=root)
     emit(result, format_report(result), json_path)
 
 
