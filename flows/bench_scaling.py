@@ -11,9 +11,10 @@ CPU the batch used (``cpu_s``: the point's process tree, i.e. flow, Ray, stage w
 API server; ``flow_cpu_s``: the flow process alone) and the cores other processes kept busy meanwhile
 (``others_cores``). ``cores_used`` is what the batch got; ``cores_needed`` what it would need to run at k times
 the speed of k = 1: where it exceeds what the machine leaves, the loss is CPU contention, not orchestration.
-``bound_s`` is the batch time nothing could beat: k times faster than k = 1, but no faster than the batch's CPU
-work on the cores the machine left it; ``orchestration_efficiency`` is ``bound_s`` over the time taken, i.e. the
-efficiency with the CPU contention taken out.
+The efficiency splits into two factors: ``occupancy``, the share of the k slots' time that scenes ran in (their
+task runs' durations over k times the batch time: what orchestration keeps busy), and ``scene_slowdown``, the
+mean scene time over that at k = 1 (what contention for the cores costs each scene); efficiency = (occupancy /
+occupancy at k = 1) / slowdown.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def run_point(slots: int, scenes: int, sleep_s: float) -> dict:
     trajectory = {"num_frames": 3, "order": ["orbit"]}
     with tempfile.TemporaryDirectory() as tmp:
         overrides = {"resolution_scale": 0.25, "storage": {"backend": "local", "root": str(Path(tmp) / "store")},
-                     "ray": {"num_cpus": 2 * slots, "num_gpus": slots}}
+                     "ray": {"num_cpus": 2 * slots, "num_gpus": slots},
+                     "splat": {"enabled": False}}  # the orchestration around the model, not splat training
         settings = batch_settings(GENERATOR, trajectory=trajectory, overrides=overrides)
         started = time.perf_counter()
         ensure_ray(settings.ray)
@@ -117,10 +119,12 @@ def run_point(slots: int, scenes: int, sleep_s: float) -> dict:
         batch_s = time.perf_counter() - started
         cpu, busy, flow_cpu = tree_cpu_s(ours) - cpu, machine_busy_s() - busy, time.process_time() - flow_cpu
     done = sum(row["status"] == "done" for row in rows)
+    scene_s = [row["duration_s"] for row in rows if row["status"] == "done"]
     others_cores = max(0.0, busy - cpu) / batch_s
     return {"slots": slots, "scenes": scenes, "done": done, "batch_s": batch_s, "throughput": done / batch_s,
             "warmup_s": warm_s, "ray_start_s": ray_start_s, "cpu_s": cpu, "flow_cpu_s": flow_cpu,
             "others_cores": others_cores, "cores_used": cpu / batch_s,
+            "scene_s": sum(scene_s) / max(len(scene_s), 1), "occupancy": sum(scene_s) / (slots * batch_s),
             "flow_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -151,11 +155,9 @@ def run_scaling_benchmark(slots: tuple[int, ...] = (1, 2, 4), scenes: int = 8, m
     speedup = {p["slots"]: p["throughput"] / base["throughput"] for p in timed}
     linear = {p["slots"]: p["done"] * min(slots) / (base["throughput"] * p["slots"]) for p in timed}  # batch s, ideal
     memory = {p["scenes"]: p["flow_peak_rss_mb"] for p in points if p["slots"] == max(slots)}
-    cores = os.cpu_count() or 1
-    bound = {p["slots"]: max(linear[p["slots"]], p["cpu_s"] / max(cores - p["others_cores"], 1e-3)) for p in timed}
     return {"points": points, "speedup": speedup, "efficiency": {k: s * min(slots) / k for k, s in speedup.items()},
             "cores_needed": {p["slots"]: p["cpu_s"] / linear[p["slots"]] for p in timed},
-            "bound_s": bound, "orchestration_efficiency": {p["slots"]: bound[p["slots"]] / p["batch_s"] for p in timed},
+            "scene_slowdown": {p["slots"]: p["scene_s"] / base["scene_s"] for p in timed},
             "flow_peak_rss_mb": memory, "sleep_s": sleep_s, "api_start_s": api_start_s, "cpu_count": os.cpu_count()}
 
 
@@ -164,16 +166,17 @@ def format_report(result: dict) -> str:
     lines = [f"generator sleeps {result['sleep_s']} s per trajectory; {result['cpu_count']} CPU cores; "
              f"Prefect API start {result['api_start_s']:.1f} s (not included)",
              "slots  scenes  done  batch s  scenes/s  speedup  efficiency  CPU s  flow CPU s  others' cores  "
-             "cores used  cores needed  bound s  orchestration  flow peak RSS MB"]
+             "cores used  cores needed  occupancy  scene slowdown  flow peak RSS MB"]
     for p in result["points"]:
-        timed = p["scenes"] == result["points"][0]["scenes"]
-        figures = ((f"{result['speedup'][p['slots']]:>7.2f}  {result['efficiency'][p['slots']]:>10.2f}") if timed
-                   else f"{'':>7}  {'':>10}")
-        needed = (f"{result['cores_needed'][p['slots']]:>12.2f}  {result['bound_s'][p['slots']]:>7.1f}  "
-                  f"{result['orchestration_efficiency'][p['slots']]:>13.2f}") if timed else f"{'':>12}  {'':>7}  {'':>13}"
-        lines.append(f"{p['slots']:>5}  {p['scenes']:>6}  {p['done']:>4}  {p['batch_s']:>7.1f}  {p['throughput']:>8.3f}  "
-                     f"{figures}  {p['cpu_s']:>5.0f}  {p['flow_cpu_s']:>10.1f}  {p['others_cores']:>13.2f}  "
-                     f"{p['cores_used']:>10.2f}  {needed}  {p['flow_peak_rss_mb']:>16.0f}")
+        k, timed = p["slots"], p["scenes"] == result["points"][0]["scenes"]
+
+        def per_k(name: str, width: int, k: int = k, timed: bool = timed) -> str:  # figures of the timed points
+            return f"{result[name][k]:>{width}.2f}" if timed else " " * width
+
+        lines.append(f"{k:>5}  {p['scenes']:>6}  {p['done']:>4}  {p['batch_s']:>7.1f}  {p['throughput']:>8.3f}  "
+                     f"{per_k('speedup', 7)}  {per_k('efficiency', 10)}  {p['cpu_s']:>5.0f}  {p['flow_cpu_s']:>10.1f}  "
+                     f"{p['others_cores']:>13.2f}  {p['cores_used']:>10.2f}  {per_k('cores_needed', 12)}  "
+                     f"{p['occupancy']:>9.2f}  {per_k('scene_slowdown', 14)}  {p['flow_peak_rss_mb']:>16.0f}")
     return "\n".join(lines)
 
 
