@@ -241,6 +241,8 @@ def test_release_path_reports_network_calls_apart() -> None:
         assert trajectory["network_s"] > 0 and steps["reconstruct"] >= trajectory["network_s"]
         assert trajectory["seconds"] == pytest.approx(sum(steps.values()) - trajectory["network_s"])
         assert steps["generate"] > 0 and steps["pointmaps"] == 0
+    assert result["network_cpu_s"] > 0 and result["steps_mean_cpu_s"]["generate"] > 0
+    assert result["process_cpu_s"] > result["per_trajectory_cpu_s"] * len(result["trajectories"])
     sizes = [result["init_cache_points"]] + [t["cache_points"] for t in result["trajectories"]]
     assert sizes == sorted(sizes) and sizes[-1] > sizes[0]  # the tiny network's depth reaches the cache
     report = format_report(result)
