@@ -28,8 +28,8 @@ def resize(images: Tensor, size: tuple[int, int], mode: Mode) -> Tensor:
     channels_first = images.permute(0, 3, 1, 2)
     if mode == "bilinear":
         out = F.interpolate(channels_first, size=size, mode="bilinear", antialias=True, align_corners=False)
-    elif mode == "bicubic":  # the same values from a channels-first copy, in less time than from channels-last
-        out = F.interpolate(channels_first.contiguous(), size=size, mode="bicubic", align_corners=False)
+    elif mode == "bicubic":
+        out = F.interpolate(channels_first, size=size, mode="bicubic", align_corners=False)
     else:
         out = F.interpolate(channels_first, size=size, mode=mode)
     return out.permute(0, 2, 3, 1)
