@@ -50,6 +50,30 @@ def test_float32_plucker_rays_match_the_float64_definition(chunk: int) -> None:
     assert (plucker_rays(cameras) - plucker_definition(cameras)).abs().max() < 1e-12
 
 
+def test_release_plucker_rays_are_their_float64_values_rounded_once() -> None:
+    from worldstereo.models.release.camera import normalize_cameras as release_normalize
+    from worldstereo.models.release.camera import release_plucker
+
+    cameras = orbit(5, 40, 72).to(dtype=torch.float32)
+    w2c = release_normalize(cameras.w2c)
+    rays = release_plucker(w2c, cameras.K, 40, 72)
+    c2w, k_inv = torch.inverse(w2c).double(), cameras.K.inverse().double()  # the release inverts in float32
+    rows = torch.arange(40, dtype=torch.float64) + 0.5
+    ys, xs = torch.meshgrid(rows, torch.arange(72, dtype=torch.float64) - 0.5, indexing="ij")
+    pixels = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1)
+    d = torch.nn.functional.normalize(torch.einsum("nij,njk,hwk->nhwi", c2w[:, :3, :3], k_inv, pixels), dim=-1)
+    moments = torch.linalg.cross(c2w[:, None, None, :3, 3].expand_as(d), d, dim=-1)
+    definition = torch.cat([d, moments], dim=-1).permute(0, 3, 1, 2)
+    assert rays.dtype == torch.float32 and rays.shape == (5, 6, 40, 72)
+    assert ((rays.double() - definition).abs() <= definition.abs() * (2**-24 + 1e-12) + 1e-15).all()  # half an ulp
+    condition = torch.zeros(1, 7, 5, 40, 72)
+    release_plucker(w2c, cameras.K, 40, 72, out=condition[0, 1:].transpose(0, 1))  # written through a view
+    assert torch.equal(condition[0, 1:].transpose(0, 1), rays) and not condition[0, 0].any()
+    broken = w2c.clone()
+    broken[2, 0, 3] = torch.nan
+    assert torch.equal(release_plucker(broken, cameras.K, 40, 72), torch.zeros_like(rays))  # as released: all zeros
+
+
 def test_new_voxel_indices_equal_thinning_the_union() -> None:
     g = torch.Generator().manual_seed(0)
     for voxel in (0.05, 0.2):
@@ -217,6 +241,8 @@ def test_release_path_reports_network_calls_apart() -> None:
         assert trajectory["network_s"] > 0 and steps["reconstruct"] >= trajectory["network_s"]
         assert trajectory["seconds"] == pytest.approx(sum(steps.values()) - trajectory["network_s"])
         assert steps["generate"] > 0 and steps["pointmaps"] == 0
+    assert result["network_cpu_s"] > 0 and result["steps_mean_cpu_s"]["generate"] > 0
+    assert result["process_cpu_s"] > result["per_trajectory_cpu_s"] * len(result["trajectories"])
     sizes = [result["init_cache_points"]] + [t["cache_points"] for t in result["trajectories"]]
     assert sizes == sorted(sizes) and sizes[-1] > sizes[0]  # the tiny network's depth reaches the cache
     report = format_report(result)

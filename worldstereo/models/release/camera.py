@@ -4,8 +4,9 @@ and per-frame quaternion + translation tokens (RELEASED_MODEL §5). Cameras are 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from worldstereo.geometry.plucker import plucker_grid
 
 CAMERA_SCALE = 2.0
 
@@ -29,24 +30,23 @@ def normalize_cameras(w2c: Tensor, count: int | None = None, scale: float = CAME
     return w2c
 
 
-def release_plucker(w2c: Tensor, intrinsics: Tensor, height: int, width: int) -> Tensor:
+def release_plucker(w2c: Tensor, intrinsics: Tensor, height: int, width: int, out: Tensor | None = None) -> Tensor:
     """Rays ``[N, 6, H, W]`` = ``[d; o × d]`` for normalised ``w2c [N,4,4]`` and pixel ``intrinsics [N,3,3]``.
 
     Pixel ``(row, col)`` is sampled at ``x = col − 0.5``, ``y = row + 0.5`` (the release's offsets); ``d`` is
-    the unit world direction, ``o`` the camera centre. Float32 as released; non-finite results become zeros."""
+    the unit world direction, ``o`` the camera centre. Float32 as released: the cameras inverted in float32 as
+    the release does, the rays (:func:`plucker_grid`) computed in float64 and rounded once, so they differ from
+    the release's float32 arithmetic by its own rounding (< 1e-6). Non-finite results become zeros. Written into
+    ``out`` (float32, any strides) when given."""
     w2c, intrinsics = w2c.float(), intrinsics.float()
     count, device = len(w2c), w2c.device
-    c2w = torch.inverse(w2c)
-    cols = torch.arange(width, device=device).float() - 0.5
-    rows = torch.arange(height, device=device).float() + 0.5
-    pixels = torch.stack(torch.meshgrid(cols, rows, indexing="ij"), -1).transpose(0, 1).reshape(-1, 2)  # row-major
-    pixels = torch.cat([pixels, torch.ones_like(pixels[:, :1])], dim=-1).repeat(count, 1, 1)  # [N, HW, 3]
-    camera_rays = pixels @ intrinsics.inverse().transpose(-1, -2)
-    directions = F.normalize(camera_rays @ c2w[:, :3, :3].transpose(-1, -2), dim=-1)
-    origins = c2w[:, None, :3, 3].expand_as(directions)
-    rays = torch.cat([directions, torch.cross(origins, directions, dim=-1)], dim=-1)
-    rays = rays.transpose(1, 2).reshape(count, 6, height, width)
-    return rays if bool(torch.isfinite(rays).all()) else torch.zeros_like(rays)
+    c2w = torch.inverse(w2c).double()
+    directions = c2w[:, :3, :3] @ intrinsics.inverse().double()  # x̂ → R K⁻¹ x̂
+    cols = torch.arange(width, device=device, dtype=torch.float64) - 0.5
+    rows = torch.arange(height, device=device, dtype=torch.float64) + 0.5
+    if out is None:
+        out = torch.empty((count, 6, height, width), device=device)
+    return out if plucker_grid(directions, c2w[:, :3, 3], cols, rows, out) else out.zero_()
 
 
 def matrix_to_quaternion(rotation: Tensor) -> Tensor:

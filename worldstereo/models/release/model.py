@@ -61,10 +61,11 @@ def camera_conditions(clip: KeyframeClip, device: torch.device) -> tuple[Tensor,
     """The ControlNet's ``[1, 7, F, H, W]`` (hole mask, frame 0 none; Plücker rays of the normalised cameras) and
     the camera tokens of targets ``[F, 7]`` and references ``[R, 7]`` (``None`` without references)."""
     height, width = clip.image.shape[:2]
-    holes = clip.holes.to(device, torch.float32).clone()
-    holes[0] = 0
-    rays = release_plucker(normalize_cameras(clip.w2c.to(device)), clip.intrinsics.to(device), height, width)
-    condition = torch.cat([holes[:, None], rays], dim=1).transpose(0, 1)[None]
+    condition = torch.empty((1, 7, clip.frames, height, width), device=device)
+    condition[0, 0].copy_(clip.holes)
+    condition[0, 0, 0] = 0
+    release_plucker(normalize_cameras(clip.w2c.to(device)), clip.intrinsics.to(device), height, width,
+                    out=condition[0, 1:].transpose(0, 1))  # the rays written in place, [F, 6, H, W] as a view
     if clip.reference_w2c is None or not len(clip.reference_w2c):
         return condition, (None, None)
     return condition, camera_tokens(clip.w2c.to(device), clip.reference_w2c.to(device))
