@@ -21,8 +21,10 @@ from pydantic import SecretStr
 from worldstereo.config import StorageSettings
 from worldstereo.storage import ObjectStore, open_store
 
-# every pipeline test runs the splat stage; a few steps prove it runs (tests/test_splat.py trains for real)
+# every pipeline test runs the splat stage; a few steps and a coarse mesh prove it runs (tests/test_splat.py trains
+# for real)
 os.environ.setdefault("WORLDSTEREO_SPLAT__ITERATIONS", "10")
+os.environ.setdefault("WORLDSTEREO_SPLAT__MESH_VOXELS", "48")
 
 S3_ACCESS_KEY = "test-access-key-4f1c"
 S3_SECRET_KEY = "test-secret-key-9b2e7d"
