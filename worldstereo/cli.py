@@ -237,6 +237,27 @@ def eval_command(
     emit(result, format_table(rows, result), json_path)
 
 
+@bench_app.command("coverage")
+def bench_coverage(
+    png: Annotated[Path, typer.Option(help="Where the plot goes.")] = Path("coverage.png"),
+    json_path: JsonOption = None,
+    frames: int = 21,
+    scale: float = 0.25,
+    trajectories: int = 8,
+) -> None:
+    """Completeness after k = 0..N trajectories of the presets (paper, release) and explore on the synthetic suite
+    with the oracle generator, as a table and a PNG plot."""
+    from worldstereo.evaluation.coverage_figure import coverage_curves, coverage_png
+
+    settings = _settings(generator="oracle", num_frames=frames, resolution_scale=scale)
+    settings = settings.model_copy(update={"splat": settings.splat.model_copy(update={"enabled": False})})
+    curves = coverage_curves(settings, trajectories)
+    png.write_bytes(coverage_png(curves))
+    lines = [f"{scene:<10}{plan:<20}" + " ".join(f"{v:.3f}" for v in values)
+             for scene, plans in curves.items() for plan, values in plans.items()]
+    emit(curves, "\n".join(lines) + f"\nwrote {png}", json_path)
+
+
 @bench_app.command("render")
 def bench_render(
     json_path: JsonOption = None,
@@ -302,14 +323,19 @@ def bench_pipeline(
     repeats: Annotated[int, typer.Option(help="Runs of the scene; the medians are reported.")] = 1,
     path: Annotated[str, typer.Option(help="oracle | release (released generator's pre-processing, release "
                                            "memory rules, depth-anything-3 with a tiny network)")] = "oracle",
+    planner: Annotated[str, typer.Option(help="presets | explore (its cost per choice is reported)")] = "presets",
+    trajectories: Annotated[Optional[int], typer.Option(help="trajectory.max_trajectories")] = None,
 ) -> None:
-    """Seconds per trajectory step and per export outside the model, on the synthetic room."""
+    """Seconds per trajectory step and per export outside the model, and the planner's cost per choice, on the
+    synthetic room."""
     from worldstereo.bench.pipeline import format_report, run_pipeline_benchmark
 
     if path not in ("oracle", "release"):
         raise typer.BadParameter(f"--path must be oracle or release, not {path!r}")
+    if planner not in ("presets", "explore"):
+        raise typer.BadParameter(f"--planner must be presets or explore, not {planner!r}")
     result = run_pipeline_benchmark(frames=frames, scale=scale, device=device, pointmaps=pointmaps, repeats=repeats,
-                                    path=path)
+                                    path=path, planner=planner, trajectories=trajectories)
     emit(result, format_report(result), json_path)
 
 

@@ -131,8 +131,10 @@ class ExploreSettings(BaseModel):
     start_poses: int = Field(default=3, ge=0)  # end cameras of the latest paths that candidates start from
     aim_distance: float = Field(default=0.5, gt=0.0)  # x median depth: viewpoint's distance to its target
     orbit_deg: float = Field(default=90.0, gt=0.0)  # arc of an orbit about a target
-    slack_voxels: int = Field(default=3, ge=0)  # how far a camera may leave the carved free space
+    turn_deg: float = Field(default=90.0, gt=0.0)  # a turn in place about the vertical, either way
+    slack_ratio: float = Field(default=0.3, ge=0.0)  # x median depth: how far a camera may leave carved free space
     clearance_voxels: int = Field(default=1, ge=0)  # cache-occupied voxels grown by this before paths are checked
+    surface_voxels: int = Field(default=2, ge=0)  # unknown voxels this near the cache's surface may hold new surface
     runners_up: int = Field(default=5, ge=0)  # candidates kept beside each choice in the scene's state
 
 

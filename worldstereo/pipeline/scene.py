@@ -113,7 +113,8 @@ def plan_scene(settings: Settings, scene_id: str, scene: SceneInput, estimate: D
     starts, cache, bank = start(settings, scene, estimate)
     state = SceneState(scene_id, scene.kind, cache, bank, starts, [], scene.scene, cache.voxel_size, scene.prompt)
     if scene.presets:
-        extend_plan(settings, state)
+        with step("plan"):
+            extend_plan(settings, state)
     for name, waypoints in scene.paths.items():  # custom paths: perspective inputs, from their one start
         state.plans.append((name, 0, custom_trajectory(name, starts[0].camera, waypoints,
                                                        settings.trajectory.num_frames)))

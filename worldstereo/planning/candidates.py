@@ -1,5 +1,5 @@
-"""Candidate paths of the ``explore`` planner: the preset shapes, orbits about hole clusters and paths aimed at them,
-each from a given start or an earlier path's end camera, shrunk until it stays in the passable space."""
+"""Candidate paths of the ``explore`` planner: the preset shapes, turns in place, orbits about hole clusters and paths
+aimed at them, each from a given start or an earlier path's end camera, shrunk until it stays in the passable space."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from worldstereo.geometry.trajectory import (
     world_vertical,
 )
 from worldstereo.planning.base import Origin
-from worldstereo.planning.occupancy import FREE, OCCUPIED, UNKNOWN, Occupancy
+from worldstereo.planning.occupancy import FREE, UNKNOWN, Occupancy
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Target:
 
 def hole_targets(grid: Occupancy, count: int, cell: int) -> list[Target]:
     """The ``count`` largest clusters (cells of ``cell`` voxels) of frontier voxels: unknown voxels beside carved
-    free space and within two voxels of the cache's surface, largest first (ties: lower cell id)."""
+    free space and near the cache's surface, largest first (ties: lower cell id)."""
     state = grid.state
     if count == 0:
         return []
@@ -53,8 +53,7 @@ def hole_targets(grid: Occupancy, count: int, cell: int) -> list[Target]:
     for dx, dy, dz in offsets:
         neighbour = pad[1 + dx:1 + dx + X, 1 + dy:1 + dy + Y, 1 + dz:1 + dz + Z] == FREE
         towards += neighbour[..., None] * torch.tensor((dx, dy, dz), dtype=towards.dtype, device=state.device)
-    near_surface = torch.nn.functional.max_pool3d((state == OCCUPIED)[None, None].float(), 5, 1, 2)[0, 0] > 0
-    frontier = (state == UNKNOWN) & (towards.abs().sum(-1) > 0) & near_surface
+    frontier = (state == UNKNOWN) & (towards.abs().sum(-1) > 0) & grid.near_surface
     ids = frontier.flatten().nonzero().squeeze(1)
     if len(ids) == 0:
         return []
@@ -82,12 +81,24 @@ def candidates(origins: list[Origin], targets: list[Target], grid: Occupancy, d:
         for shape in preset_order(settings):
             trajectory = preset_trajectory(shape, camera, d, settings, grid.collides)
             found.append(Candidate(f"{shape}@{origin.label or 'input'}", shape, origin, trajectory))
+        for sign, shape in ((1.0, "turn+"), (-1.0, "turn-")):
+            found.append(Candidate(f"{shape}@{origin.label or 'input'}", shape, origin,
+                                   _turn(camera, sign * settings.explore.turn_deg, settings.num_frames)))
         for index, target in enumerate(targets):
             for shape, path in _target_paths(camera, target, d, settings):
                 fraction = shrunk_fraction(lambda f: path(f).cameras.c2w, grid.collides, settings)
                 found.append(Candidate(f"{shape}{index}@{origin.label or 'input'}", shape, origin, path(fraction)))
     return [c for c in found if torch.isfinite(c.trajectory.cameras.c2w).all()
             and not grid.collides(c.trajectory.cameras.centers)]
+
+
+def _turn(camera: Camera, degrees: float, frames: int) -> Trajectory:
+    """The camera turned in place by ``degrees`` about the world's vertical."""
+    start = camera.c2w[0]
+    angles = torch.deg2rad(degrees * torch.tensor([1 / 3, 2 / 3, 1.0], dtype=start.dtype, device=start.device))
+    waypoints = start.expand(3, 4, 4).clone()
+    waypoints[:, :3, :3] = rotation_about_axis(world_vertical(start), angles) @ start[:3, :3]
+    return waypoint_trajectory("turn", camera, waypoints, frames)
 
 
 def _target_paths(camera: Camera, target: Target, d: float, settings: TrajectorySettings):

@@ -2,8 +2,10 @@
 
 A candidate's score is the new surface its views would see: at ``score_frames`` of its poses (frame 0 excluded),
 rays at ``score_width`` pixels across are marched through the occupancy grid; a ray whose first non-free voxel is
-unknown (a hole of the cache's render, in space no earlier view looked through) counts its solid angle, each
-unknown voxel once per candidate (the largest solid angle of a ray reaching it). Score in steradians.
+unknown and near the cache's surface (a hole of the cache's render beside what it holds, in space no earlier view
+looked through) counts its solid angle, as does a ray into unknown space away from the surface that goes on to the
+floor's level (the floor continues under unexplored space; the sky above the highest surface holds nothing); each
+voxel counts once per candidate (the largest solid angle of a ray reaching it). Score in steradians.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from torch import Tensor
 
 from worldstereo.config import TrajectorySettings
 from worldstereo.geometry.camera import Camera
-from worldstereo.geometry.trajectory import keyframe_indices, preset_order
+from worldstereo.geometry.trajectory import keyframe_indices, preset_order, world_vertical
 from worldstereo.planning.base import Choice, PlanInput, Scored, budget
 from worldstereo.planning.candidates import Candidate, candidates, hole_targets
-from worldstereo.planning.occupancy import UNKNOWN, Occupancy, build_occupancy, march, view_rays
+from worldstereo.planning.occupancy import BELOW, SOLID, UNKNOWN, Occupancy, build_occupancy, march, view_rays
 
 _RAYS_PER_BLOCK = 1 << 14
 
@@ -24,7 +26,8 @@ _RAYS_PER_BLOCK = 1 << 14
 def explore_grid(plan: PlanInput, settings: TrajectorySettings) -> Occupancy:
     """The occupancy grid of the plan's cache, carved by its memory-bank views."""
     anchors = torch.cat([o.camera.centers for o in plan.starts + plan.ends]).to(plan.points)
-    return build_occupancy(plan.points, plan.views, anchors, settings.explore)
+    up = world_vertical(plan.starts[0].camera.c2w[0])
+    return build_occupancy(plan.points, plan.views, anchors, up, plan.median_depth, settings.explore)
 
 
 def scored_candidates(plan: PlanInput, settings: TrajectorySettings) -> list[tuple[Candidate, float]]:
@@ -51,13 +54,17 @@ def new_surface(grid: Occupancy, paths: list[Camera], frames: int, width: int, r
         owner.append(torch.full((w.numel(),), index, device=grid.origin.device))
     origins, directions, solid, owner = (torch.cat(x) for x in (origins, directions, solid, owner))
     keys, weights = [], []
-    cells = grid.state.numel()
+    cells, near = grid.state.numel(), grid.near_surface.flatten()
     for start in range(0, len(origins), _RAYS_PER_BLOCK):
         block = slice(start, start + _RAYS_PER_BLOCK)
         voxel, state = march(grid, origins[block], directions[block], reach)
-        hole = state == UNKNOWN
-        keys.append(owner[block][hole] * cells + voxel[hole])
-        weights.append(solid[block][hole])
+        hole = (state == UNKNOWN) & near[voxel]
+        # a ray into unknown space away from the surface counts where it would meet the floor's level
+        onward = (state == UNKNOWN) & ~hole
+        floor, below = march(grid, origins[block][onward], directions[block][onward], reach, SOLID)
+        floor_hit = below == BELOW
+        keys += [owner[block][hole] * cells + voxel[hole], owner[block][onward][floor_hit] * cells + floor[floor_hit]]
+        weights += [solid[block][hole], solid[block][onward][floor_hit]]
     keys, weights = torch.cat(keys), torch.cat(weights)
     unique, inverse = torch.unique(keys, return_inverse=True)
     best = torch.zeros(len(unique), dtype=weights.dtype, device=weights.device).scatter_reduce_(

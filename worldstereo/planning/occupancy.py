@@ -1,8 +1,9 @@
 """A coarse occupancy grid of the 3D cache: voxels holding cache points, free space carved by the memory bank's
-views (each low-resolution ray is free up to the first occupied voxel), the rest unknown.
+views (each low-resolution ray is free up to the first occupied voxel), outside (above and below the cache's
+vertical range), the rest unknown.
 
 A camera may stand where the grid is ``passable``: away from occupied voxels (grown by ``clearance_voxels``) and
-within ``slack_voxels`` of carved free space. What earlier views looked through is carved, so holes they already
+within ``slack_ratio`` (x the median depth) of carved free space. What earlier views looked through is carved, so holes they already
 looked at stop counting as unexplored.
 """
 
@@ -18,7 +19,9 @@ from torch import Tensor
 from worldstereo.config import ExploreSettings
 from worldstereo.geometry.camera import Camera
 
-FREE, OCCUPIED, UNKNOWN, OUTSIDE = 0, 1, 2, 3
+FREE, OCCUPIED, UNKNOWN, OUTSIDE, BELOW = 0, 1, 2, 3, 4
+NOT_FREE = torch.tensor([False, True, True, True, True])  # where a ray stops: at the first voxel not carved free
+SOLID = torch.tensor([False, True, False, True, True])  # through unknown space: at surface, the grid's end or floor
 _RAYS_PER_BLOCK = 1 << 15  # rays marched at once
 _STEPS_PER_BLOCK = 8
 
@@ -31,6 +34,7 @@ class Occupancy:
     voxel: float
     state: Tensor  # [X,Y,Z] uint8
     passable: Tensor  # [X,Y,Z] bool
+    near_surface: Tensor | None = None  # [X,Y,Z] bool: within ``surface_voxels`` of an occupied voxel
 
     @property
     def dims(self) -> Tensor:
@@ -47,11 +51,6 @@ class Occupancy:
         inside = ((ijk >= 0) & (ijk < dims)).all(-1)
         ijk = torch.minimum(ijk.clamp(min=0), dims - 1)
         return (ijk[..., 0] * dims[1] + ijk[..., 1]) * dims[2] + ijk[..., 2], inside
-
-    def states(self, points: Tensor) -> Tensor:
-        """The state of the voxel under each point, ``OUTSIDE`` beyond the grid."""
-        ids, inside = self.cells(points)
-        return torch.where(inside, self.state.flatten()[ids], torch.full_like(ids, OUTSIDE).to(self.state.dtype))
 
     def centres(self, ids: Tensor) -> Tensor:
         """World centres ``[M,3]`` of flat voxel ids."""
@@ -71,9 +70,13 @@ class Occupancy:
         return bool((~inside | ~self.passable.flatten()[ids]).any())
 
 
-def build_occupancy(points: Tensor, views: list[Camera], anchors: Tensor, settings: ExploreSettings) -> Occupancy:
+def build_occupancy(points: Tensor, views: list[Camera], anchors: Tensor, up: Tensor, median_depth: float,
+                    settings: ExploreSettings) -> Occupancy:
     """The grid over the cache ``points [P,3]`` and camera positions ``anchors [A,3]`` (plus ``grid_margin``), its free
-    space carved by the rays of ``views`` (batches of one image size each) at ``carve_width`` pixels across."""
+    space carved by the rays of ``views`` (batches of one image size each) at ``carve_width`` pixels across. Voxels
+    above the highest cache point along the world's ``up`` are ``OUTSIDE`` (the sky over an open scene is no surface
+    to find), those below the lowest ``BELOW`` (the floor goes on under unexplored space) unless a view looked
+    through them."""
     every = torch.cat([points, anchors.to(points)])
     lo, hi = every.amin(0), every.amax(0)
     lo, hi = lo - settings.grid_margin * (hi - lo), hi + settings.grid_margin * (hi - lo)
@@ -88,10 +91,17 @@ def build_occupancy(points: Tensor, views: list[Camera], anchors: Tensor, settin
     state = torch.full_like(empty, UNKNOWN).flatten()
     state[carved] = FREE
     state[occupied] = OCCUPIED
+    height = grid.centres(torch.arange(len(state), device=state.device)) @ up.to(lo)
+    band = points @ up.to(points)
+    state[height > float(band.amax()) + voxel] = OUTSIDE
+    below = height < float(band.amin()) - voxel
+    state[below] = torch.where(carved[below], OUTSIDE, BELOW).to(state.dtype)  # looked through: no floor there
     shape = tuple(dims.tolist())
     blocked = _grow(occupied.view(shape), settings.clearance_voxels)
-    reachable = _grow(carved.view(shape), settings.slack_voxels)
-    return Occupancy(lo, voxel, state.view(shape), reachable & ~blocked)
+    reachable = _grow(carved.view(shape), round(settings.slack_ratio * median_depth / voxel))
+    near = _grow(occupied.view(shape), settings.surface_voxels)
+    inside = (state.view(shape) != OUTSIDE) & (state.view(shape) != BELOW)
+    return Occupancy(lo, voxel, state.view(shape), reachable & ~blocked & inside, near)
 
 
 def view_rays(cameras: Camera, width: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -106,13 +116,14 @@ def view_rays(cameras: Camera, width: int) -> tuple[Tensor, Tensor, Tensor]:
     return small.centers[:, None].expand_as(rays), rays / norm[..., None], solid
 
 
-def march(grid: Occupancy, origins: Tensor, directions: Tensor, reach: float,
+def march(grid: Occupancy, origins: Tensor, directions: Tensor, reach: float, stops: Tensor = NOT_FREE,
           crossed: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Rays ``[R,3]`` stepped one voxel at a time up to ``reach``: the flat id and state of the first voxel that is
-    not free (state ``FREE`` if none). ``crossed`` (flat bool over the grid) gets every voxel a ray crosses before
-    it. Rays are dropped once they stop, ``_STEPS_PER_BLOCK`` steps at a time."""
+    """Rays ``[R,3]`` stepped one voxel at a time up to ``reach``: the flat id and state of the first voxel whose state
+    ``stops`` them (state ``FREE`` if none). ``crossed`` (flat bool over the grid) gets every voxel a ray crosses
+    before it. Rays are dropped once they stop, ``_STEPS_PER_BLOCK`` steps at a time."""
     total = max(1, math.ceil(reach / grid.voxel))
     flat = grid.state.flatten()
+    stops = stops.to(flat.device)
     first_id = torch.zeros(len(origins), dtype=torch.long, device=origins.device)
     first_state = torch.full((len(origins),), FREE, dtype=flat.dtype, device=origins.device)
     active = torch.arange(len(origins), device=origins.device)
@@ -123,7 +134,7 @@ def march(grid: Occupancy, origins: Tensor, directions: Tensor, reach: float,
                               dtype=origins.dtype) + 0.5) * grid.voxel
         ids, inside = grid.cells(origins[active, None] + steps[None, :, None] * directions[active, None])
         state = torch.where(inside, flat[ids], torch.full_like(ids, OUTSIDE).to(flat.dtype))
-        stop = state != FREE
+        stop = stops[state.long()]
         hit = stop.any(1)
         k = stop.to(torch.uint8).argmax(1)
         if crossed is not None:
@@ -146,7 +157,7 @@ def _carve(grid: Occupancy, occupied: Tensor, views: list[Camera], width: int) -
         origins, directions = origins.reshape(-1, 3), directions.reshape(-1, 3)
         for start in range(0, len(origins), _RAYS_PER_BLOCK):
             block = slice(start, start + _RAYS_PER_BLOCK)
-            march(probe, origins[block], directions[block], grid.diagonal, carved)
+            march(probe, origins[block], directions[block], grid.diagonal, crossed=carved)
         ids, inside = grid.cells(batch.centers)
         carved[ids[inside]] = True
     return carved
