@@ -59,8 +59,9 @@ def new_surface(grid: Occupancy, paths: list[Camera], frames: int, width: int, r
         block = slice(start, start + _RAYS_PER_BLOCK)
         voxel, state = march(grid, origins[block], directions[block], reach)
         hole = (state == UNKNOWN) & near[voxel]
-        # a ray into unknown space away from the surface counts where it would meet the floor's level
-        onward = (state == UNKNOWN) & ~hole
+        # a ray into unknown space away from the surface counts where it would meet the floor's level (only a ray
+        # that descends can)
+        onward = (state == UNKNOWN) & ~hole & (directions[block] @ grid.up < 0)
         floor, below = march(grid, origins[block][onward], directions[block][onward], reach, SOLID)
         floor_hit = below == BELOW
         keys += [owner[block][hole] * cells + voxel[hole], owner[block][onward][floor_hit] * cells + floor[floor_hit]]

@@ -35,6 +35,7 @@ class Occupancy:
     state: Tensor  # [X,Y,Z] uint8
     passable: Tensor  # [X,Y,Z] bool
     near_surface: Tensor | None = None  # [X,Y,Z] bool: within ``surface_voxels`` of an occupied voxel
+    up: Tensor | None = None  # [3] the world's up
 
     @property
     def dims(self) -> Tensor:
@@ -101,7 +102,7 @@ def build_occupancy(points: Tensor, views: list[Camera], anchors: Tensor, up: Te
     reachable = _grow(carved.view(shape), round(settings.slack_ratio * median_depth / voxel))
     near = _grow(occupied.view(shape), settings.surface_voxels)
     inside = (state.view(shape) != OUTSIDE) & (state.view(shape) != BELOW)
-    return Occupancy(lo, voxel, state.view(shape), reachable & ~blocked & inside, near)
+    return Occupancy(lo, voxel, state.view(shape), reachable & ~blocked & inside, near, up.to(lo))
 
 
 def view_rays(cameras: Camera, width: int) -> tuple[Tensor, Tensor, Tensor]:
