@@ -50,7 +50,7 @@ def _alcove_plan() -> tuple[SyntheticScene, PlanInput]:
     eye = camera.centers[0]
     angles = torch.deg2rad(torch.tensor([90.0, 180.0, 270.0], dtype=torch.float64))
     aims = [torch.stack([torch.cos(a), torch.sin(a), torch.tensor(0.0, dtype=torch.float64)]) for a in angles]
-    aims += [torch.tensor([-0.35, 0.0, 1.0], dtype=torch.float64), torch.tensor([-0.35, 0.0, -1.0], dtype=torch.float64)]
+    aims += [torch.tensor([-0.35, 0.0, z], dtype=torch.float64) for z in (1.0, -1.0)]
     around = Camera(camera.K.expand(len(aims), 3, 3), look_at(eye, eye + torch.stack(aims), torch.tensor([0.0, 0, 1])
                                                              .to(eye)), camera.height, camera.width)
     views = Camera.cat([camera, around])
@@ -107,7 +107,8 @@ def test_a_path_through_a_wall_is_rejected():
     scene, plan = _alcove_plan()
     grid = explore_grid(plan, SETTINGS)
     eye = plan.starts[0].camera.centers[0].to(plan.points)
-    line = lambda goal: eye + torch.linspace(0, 1, 9, dtype=eye.dtype)[:, None] * (torch.tensor(goal).to(eye) - eye)  # noqa: E731
+    steps = torch.linspace(0, 1, 9, dtype=eye.dtype)[:, None]
+    line = lambda goal: eye + steps * (torch.tensor(goal).to(eye) - eye)  # noqa: E731
     assert not grid.collides(line((1.5, -1.5, 1.5)))  # ahead, inside the room
     assert grid.collides(line((-1.0, 1.5, 1.5)))  # through the partition into the alcove
     assert grid.collides(line((2.2, -4.0, 1.5)))  # through the room's wall behind the camera

@@ -9,11 +9,11 @@ from worldstereo.config import TrajectorySettings
 from worldstereo.errors import InvalidInputError
 from worldstereo.geometry.camera import Camera, look_at
 from worldstereo.geometry.trajectory import (
-    rotation_about_axis,
     custom_trajectory,
     keyframe_indices,
     load_trajectory_json,
     plan_trajectories,
+    rotation_about_axis,
     trajectory_to_json,
 )
 from worldstereo.synthetic.scenes import make_scene
