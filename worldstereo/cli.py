@@ -115,7 +115,8 @@ def _settings(**overrides: object):
     from worldstereo.config import load_settings, with_overrides
 
     updates = {k: v for k, v in overrides.items() if v is not None}
-    trajectory = {k: updates.pop(k) for k in ("num_frames", "preset_set", "planner", "max_trajectories") if k in updates}
+    trajectory = {k: updates.pop(k) for k in ("num_frames", "preset_set", "planner", "max_trajectories")
+                  if k in updates}
     if trajectory:
         updates["trajectory"] = trajectory
     try:

@@ -3,9 +3,8 @@
 A candidate's score is the new surface its views would see: at ``score_frames`` of its poses (frame 0 excluded),
 rays at ``score_width`` pixels across are marched through the occupancy grid; a ray whose first non-free voxel is
 unknown and near the cache's surface (a hole of the cache's render beside what it holds, in space no earlier view
-looked through) counts its solid angle, as does a ray into unknown space away from the surface that goes on to the
-floor's level (the floor continues under unexplored space; the sky above the highest surface holds nothing); each
-voxel counts once per candidate (the largest solid angle of a ray reaching it). Score in steradians.
+looked through) counts its solid angle, each unknown voxel once per candidate (the largest solid angle of a ray
+reaching it); space above the highest and below the lowest surface holds nothing. Score in steradians.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from worldstereo.geometry.camera import Camera
 from worldstereo.geometry.trajectory import keyframe_indices, preset_order, world_vertical
 from worldstereo.planning.base import Choice, PlanInput, Scored, budget
 from worldstereo.planning.candidates import Candidate, candidates, hole_targets
-from worldstereo.planning.occupancy import BELOW, SOLID, UNKNOWN, Occupancy, build_occupancy, march, view_rays
+from worldstereo.planning.occupancy import UNKNOWN, Occupancy, build_occupancy, march, view_rays
 
 _RAYS_PER_BLOCK = 1 << 14
 
@@ -59,13 +58,8 @@ def new_surface(grid: Occupancy, paths: list[Camera], frames: int, width: int, r
         block = slice(start, start + _RAYS_PER_BLOCK)
         voxel, state = march(grid, origins[block], directions[block], reach)
         hole = (state == UNKNOWN) & near[voxel]
-        # a ray into unknown space away from the surface counts where it would meet the floor's level (only a ray
-        # that descends can)
-        onward = (state == UNKNOWN) & ~hole & (directions[block] @ grid.up < 0)
-        floor, below = march(grid, origins[block][onward], directions[block][onward], reach, SOLID)
-        floor_hit = below == BELOW
-        keys += [owner[block][hole] * cells + voxel[hole], owner[block][onward][floor_hit] * cells + floor[floor_hit]]
-        weights += [solid[block][hole], solid[block][onward][floor_hit]]
+        keys.append(owner[block][hole] * cells + voxel[hole])
+        weights.append(solid[block][hole])
     keys, weights = torch.cat(keys), torch.cat(weights)
     unique, inverse = torch.unique(keys, return_inverse=True)
     best = torch.zeros(len(unique), dtype=weights.dtype, device=weights.device).scatter_reduce_(

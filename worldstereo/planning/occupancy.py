@@ -19,9 +19,7 @@ from torch import Tensor
 from worldstereo.config import ExploreSettings
 from worldstereo.geometry.camera import Camera
 
-FREE, OCCUPIED, UNKNOWN, OUTSIDE, BELOW = 0, 1, 2, 3, 4
-NOT_FREE = torch.tensor([False, True, True, True, True])  # where a ray stops: at the first voxel not carved free
-SOLID = torch.tensor([False, True, False, True, True])  # through unknown space: at surface, the grid's end or floor
+FREE, OCCUPIED, UNKNOWN, OUTSIDE = 0, 1, 2, 3
 _RAYS_PER_BLOCK = 1 << 15  # rays marched at once
 _STEPS_PER_BLOCK = 8
 
@@ -35,7 +33,6 @@ class Occupancy:
     state: Tensor  # [X,Y,Z] uint8
     passable: Tensor  # [X,Y,Z] bool
     near_surface: Tensor | None = None  # [X,Y,Z] bool: within ``surface_voxels`` of an occupied voxel
-    up: Tensor | None = None  # [3] the world's up
 
     @property
     def dims(self) -> Tensor:
@@ -75,9 +72,8 @@ def build_occupancy(points: Tensor, views: list[Camera], anchors: Tensor, up: Te
                     settings: ExploreSettings) -> Occupancy:
     """The grid over the cache ``points [P,3]`` and camera positions ``anchors [A,3]`` (plus ``grid_margin``), its free
     space carved by the rays of ``views`` (batches of one image size each) at ``carve_width`` pixels across. Voxels
-    above the highest cache point along the world's ``up`` are ``OUTSIDE`` (the sky over an open scene is no surface
-    to find), those below the lowest ``BELOW`` (the floor goes on under unexplored space) unless a view looked
-    through them."""
+    above the highest or below the lowest cache point along the world's ``up`` are ``OUTSIDE`` (the sky over an open
+    scene is no surface to find)."""
     every = torch.cat([points, anchors.to(points)])
     lo, hi = every.amin(0), every.amax(0)
     lo, hi = lo - settings.grid_margin * (hi - lo), hi + settings.grid_margin * (hi - lo)
@@ -94,15 +90,12 @@ def build_occupancy(points: Tensor, views: list[Camera], anchors: Tensor, up: Te
     state[occupied] = OCCUPIED
     height = grid.centres(torch.arange(len(state), device=state.device)) @ up.to(lo)
     band = points @ up.to(points)
-    state[height > float(band.amax()) + voxel] = OUTSIDE
-    below = height < float(band.amin()) - voxel
-    state[below] = torch.where(carved[below], OUTSIDE, BELOW).to(state.dtype)  # looked through: no floor there
+    state[(height > float(band.amax()) + voxel) | (height < float(band.amin()) - voxel)] = OUTSIDE
     shape = tuple(dims.tolist())
     blocked = _grow(occupied.view(shape), settings.clearance_voxels)
     reachable = _grow(carved.view(shape), round(settings.slack_ratio * median_depth / voxel))
     near = _grow(occupied.view(shape), settings.surface_voxels)
-    inside = (state.view(shape) != OUTSIDE) & (state.view(shape) != BELOW)
-    return Occupancy(lo, voxel, state.view(shape), reachable & ~blocked & inside, near, up.to(lo))
+    return Occupancy(lo, voxel, state.view(shape), reachable & ~blocked & (state.view(shape) != OUTSIDE), near)
 
 
 def view_rays(cameras: Camera, width: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -117,14 +110,13 @@ def view_rays(cameras: Camera, width: int) -> tuple[Tensor, Tensor, Tensor]:
     return small.centers[:, None].expand_as(rays), rays / norm[..., None], solid
 
 
-def march(grid: Occupancy, origins: Tensor, directions: Tensor, reach: float, stops: Tensor = NOT_FREE,
+def march(grid: Occupancy, origins: Tensor, directions: Tensor, reach: float,
           crossed: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Rays ``[R,3]`` stepped one voxel at a time up to ``reach``: the flat id and state of the first voxel whose state
-    ``stops`` them (state ``FREE`` if none). ``crossed`` (flat bool over the grid) gets every voxel a ray crosses
-    before it. Rays are dropped once they stop, ``_STEPS_PER_BLOCK`` steps at a time."""
+    """Rays ``[R,3]`` stepped one voxel at a time up to ``reach``: the flat id and state of the first voxel that is
+    not free (state ``FREE`` if none). ``crossed`` (flat bool over the grid) gets every voxel a ray crosses before
+    it. Rays are dropped once they stop, ``_STEPS_PER_BLOCK`` steps at a time."""
     total = max(1, math.ceil(reach / grid.voxel))
     flat = grid.state.flatten()
-    stops = stops.to(flat.device)
     first_id = torch.zeros(len(origins), dtype=torch.long, device=origins.device)
     first_state = torch.full((len(origins),), FREE, dtype=flat.dtype, device=origins.device)
     active = torch.arange(len(origins), device=origins.device)
@@ -135,7 +127,7 @@ def march(grid: Occupancy, origins: Tensor, directions: Tensor, reach: float, st
                               dtype=origins.dtype) + 0.5) * grid.voxel
         ids, inside = grid.cells(origins[active, None] + steps[None, :, None] * directions[active, None])
         state = torch.where(inside, flat[ids], torch.full_like(ids, OUTSIDE).to(flat.dtype))
-        stop = stops[state.long()]
+        stop = state != FREE
         hit = stop.any(1)
         k = stop.to(torch.uint8).argmax(1)
         if crossed is not None:
