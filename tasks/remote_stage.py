@@ -25,14 +25,15 @@ from worldstereo.config import Settings
 from worldstereo.pipeline.backends import GeneratedVideo, GenerationRequest
 from worldstereo.pipeline.local import read_input
 from worldstereo.pipeline.registry import make_backend
-from worldstereo.pipeline.runner import Models, Stage, run_stage
-from worldstereo.pipeline.scene import EXPORT, INIT, SPLAT, SceneContext, trajectory_names
+from worldstereo.pipeline.runner import Models, Stage, planned_after, run_stage
+from worldstereo.pipeline.scene import EXPORT, INIT, SPLAT, TRAJECTORY, SceneContext
 from worldstereo.storage.factory import open_store
 
 
 @dataclass(frozen=True)
 class StageOutcome:
-    """What the flow learns of a stage: whether it ran, how long it took, where, and (init) the trajectory names."""
+    """What the flow learns of a stage: whether it ran, how long it took, where, and (init, trajectories) the trajectory
+    names planned when it finished."""
 
     stage: str
     ran: bool
@@ -90,8 +91,8 @@ def execute_stage(settings: Settings, scene_id: str, input_key: str, stage: Stag
     ran = run_stage(ctx, stage, Models(models.estimate, models.generate, models.reconstruct, clip),
                     lambda: read_input(store, settings.storage.input_bucket, input_key, settings), names)
     markdown = scene_markdown(settings, scene_id) if stage.kind == EXPORT else None
-    if stage.kind == INIT:
-        names = trajectory_names(ctx)
+    if stage.kind in (INIT, TRAJECTORY):
+        names = planned_after(ctx, stage)
     return StageOutcome(stage.label, ran, time.perf_counter() - started, names, markdown,
                         ray.get_runtime_context().get_node_id())
 

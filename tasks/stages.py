@@ -23,7 +23,7 @@ from tasks.errors import readable_reason
 from tasks.remote_stage import StageOutcome, run_on_cluster
 from worldstereo.config import Settings
 from worldstereo.errors import PermanentError
-from worldstereo.pipeline.runner import Stage, later_stages
+from worldstereo.pipeline.runner import Stage, following
 from worldstereo.pipeline.scene import INIT
 from worldstereo.catalog.claims import Claim, SceneClaims
 from worldstereo.storage.factory import open_store
@@ -198,12 +198,14 @@ def _run_claimed(settings: Settings, entry: SceneEntry, statuses: list[str], kee
     outputs = f"{bucket}/{output_key(entry.scene_id, 'exports')}/"
     stage_call = stage_task_run if stage_runs else run_stage_retried
     try:
-        names = stage_call(settings, entry.scene_id, entry.input_key, Stage(INIT), None).names
-        for stage in later_stages(names):
+        stage, names = Stage(INIT), None
+        while stage is not None:  # trajectories may be chosen one at a time: each outcome brings the plan
             keeper.check()
             outcome = stage_call(settings, entry.scene_id, entry.input_key, stage, names)
+            names = outcome.names if outcome.names is not None else names
             get_run_logger().info("scene %s: %s %s in %.1f s", entry.scene_id, stage.label,
                                   "done" if outcome.ran else "already done", outcome.duration_s)
+            stage = following(stage, names or [])
         if stage_runs:
             publish_scene_artifact(entry.scene_id, outcome.markdown)
     except ClaimLost as exc:

@@ -9,11 +9,11 @@ from worldstereo.config import TrajectorySettings
 from worldstereo.errors import InvalidInputError
 from worldstereo.geometry.camera import Camera, look_at
 from worldstereo.geometry.trajectory import (
-    _rotation_about_axis,
     custom_trajectory,
     keyframe_indices,
     load_trajectory_json,
     plan_trajectories,
+    rotation_about_axis,
     trajectory_to_json,
 )
 from worldstereo.synthetic.scenes import make_scene
@@ -173,7 +173,7 @@ def _yawed(camera: Camera, degrees: float, shift: float) -> torch.Tensor:
     """The input pose turned about its own down axis by ``degrees`` and moved ``shift`` along its x axis."""
     start, c2w = camera.c2w[0], camera.c2w[0].clone()
     angle = torch.tensor([math.radians(degrees)], dtype=torch.float64)
-    c2w[:3, :3] = _rotation_about_axis(start[:3, 1], angle)[0] @ start[:3, :3]
+    c2w[:3, :3] = rotation_about_axis(start[:3, 1], angle)[0] @ start[:3, :3]
     c2w[:3, 3] += shift * start[:3, 0]
     return c2w
 

@@ -115,7 +115,8 @@ def _settings(**overrides: object):
     from worldstereo.config import load_settings, with_overrides
 
     updates = {k: v for k, v in overrides.items() if v is not None}
-    trajectory = {k: updates.pop(k) for k in ("num_frames", "preset_set") if k in updates}
+    trajectory = {k: updates.pop(k) for k in ("num_frames", "preset_set", "planner", "max_trajectories")
+                  if k in updates}
     if trajectory:
         updates["trajectory"] = trajectory
     try:
@@ -174,6 +175,7 @@ def plan_command(
     frames: Annotated[Optional[int], typer.Option(help="Frames per trajectory (paper: 81).")] = None,
     scale: Annotated[Optional[float], typer.Option(help="Working resolution as a fraction of the 480p bucket.")] = None,
     png: Annotated[Optional[Path], typer.Option(help="Also draw the camera paths over the initial cache (top view PNG).")] = None,
+    planner: Annotated[Optional[str], typer.Option(help="presets | explore (explore: its first choice and every candidate's score)")] = None,
 ) -> None:
     """Plan an input's trajectories (depth included) without generating: cameras as JSON, optionally a picture."""
     from worldstereo.pipeline.depth.surface import surface_depth
@@ -184,7 +186,10 @@ def plan_command(
 
     if preset_set not in (None, "paper", "release"):
         raise typer.BadParameter("choose paper or release", param_hint="--preset-set")
-    settings = _settings(depth_backend=depth, num_frames=frames, resolution_scale=scale, preset_set=preset_set)
+    if planner not in (None, "presets", "explore"):
+        raise typer.BadParameter("choose presets or explore", param_hint="--planner")
+    settings = _settings(depth_backend=depth, num_frames=frames, resolution_scale=scale, preset_set=preset_set,
+                         planner=planner)
     if input_path.is_dir():
         input_path = next((p for p in sorted(input_path.glob("image.*")) if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")),
                           input_path / "image.png")
@@ -193,12 +198,14 @@ def plan_command(
     estimator.setup()
     state = plan_scene(settings, local_scene_id(input_path), scene,
                        surface_depth(settings, scene, estimator.estimate(scene)))
-    document = plan_document(state)
+    document = plan_document(state, settings)
     if png is not None:
         png.parent.mkdir(parents=True, exist_ok=True)
-        png.write_bytes(plan_png(state))
+        png.write_bytes(plan_png(state, document))
     names = ", ".join(f"{t['name']} ({len(t['w2c'])})" for t in document["trajectories"])
-    emit(document, f"{len(document['trajectories'])} trajectories: {names}" + (f"; wrote {png}" if png else ""), json_path)
+    scored = "".join(f"\n  {c['label']}: {c['score']:.4f}" for c in document.get("candidates", []))
+    emit(document, f"{len(document['trajectories'])} trajectories: {names}" + (f"; wrote {png}" if png else "")
+         + (f"\ncandidate scores (steradians of new surface):{scored}" if scored else ""), json_path)
 
 
 @app.command("eval")
@@ -208,6 +215,10 @@ def eval_command(
     reconstructor: Annotated[Optional[str], typer.Option(help=backend_help("reconstructor"))] = None,
     frames: Annotated[Optional[int], typer.Option(help="Frames per trajectory (paper: 81).")] = None,
     scale: Annotated[Optional[float], typer.Option(help="Working resolution as a fraction of the 480p bucket.")] = None,
+    coverage: Annotated[bool, typer.Option(help="Also completeness and F1 of the cache after each trajectory against "
+                                                "the surface reachable from free space (synthetic scenes).")] = False,
+    planner: Annotated[Optional[str], typer.Option(help="presets | explore")] = None,
+    trajectories: Annotated[Optional[int], typer.Option(help="Trajectories per scene (trajectory.max_trajectories).")] = None,
     json_path: JsonOption = None,
 ) -> None:
     """Run a suite through the pipeline and print the paper-style table (F1, AUC, RotErr, TransErr, ATE, PSNR, SSIM)."""
@@ -215,14 +226,37 @@ def eval_command(
 
     from worldstereo.evaluation.suite import dataset_cases, format_table, run_suite, summarize, synthetic_cases
 
-    settings = _settings(generator=generator, reconstructor=reconstructor, num_frames=frames, resolution_scale=scale)
+    settings = _settings(generator=generator, reconstructor=reconstructor, num_frames=frames, resolution_scale=scale,
+                         planner=planner, max_trajectories=trajectories)
     with tempfile.TemporaryDirectory() as tmp:
         cases = synthetic_cases(Path(tmp)) if suite == "synthetic" else dataset_cases(Path(suite))
         if not cases:
             raise typer.BadParameter(f"no scenes found in {suite} (expected SCENE/image.* + SCENE/gt.ply)")
-        rows = list(run_suite(cases, settings, lambda row: typer.echo(f"{row.scene}: F1 {row.f1:.4f}", err=True)))
+        rows = list(run_suite(cases, settings, lambda row: typer.echo(f"{row.scene}: F1 {row.f1:.4f}", err=True),
+                              coverage))
     result = summarize(rows)
     emit(result, format_table(rows, result), json_path)
+
+
+@bench_app.command("coverage")
+def bench_coverage(
+    png: Annotated[Path, typer.Option(help="Where the plot goes.")] = Path("coverage.png"),
+    json_path: JsonOption = None,
+    frames: int = 21,
+    scale: float = 0.25,
+    trajectories: int = 8,
+) -> None:
+    """Completeness after k = 0..N trajectories of the presets (paper, release) and explore on the synthetic suite
+    with the oracle generator, as a table and a PNG plot."""
+    from worldstereo.evaluation.coverage_figure import coverage_curves, coverage_png
+
+    settings = _settings(generator="oracle", num_frames=frames, resolution_scale=scale)
+    settings = settings.model_copy(update={"splat": settings.splat.model_copy(update={"enabled": False})})
+    curves = coverage_curves(settings, trajectories)
+    png.write_bytes(coverage_png(curves))
+    lines = [f"{scene:<10}{plan:<20}" + " ".join(f"{v:.3f}" for v in values)
+             for scene, plans in curves.items() for plan, values in plans.items()]
+    emit(curves, "\n".join(lines) + f"\nwrote {png}", json_path)
 
 
 @bench_app.command("render")
@@ -290,14 +324,19 @@ def bench_pipeline(
     repeats: Annotated[int, typer.Option(help="Runs of the scene; the medians are reported.")] = 1,
     path: Annotated[str, typer.Option(help="oracle | release (released generator's pre-processing, release "
                                            "memory rules, depth-anything-3 with a tiny network)")] = "oracle",
+    planner: Annotated[str, typer.Option(help="presets | explore (its cost per choice is reported)")] = "presets",
+    trajectories: Annotated[Optional[int], typer.Option(help="trajectory.max_trajectories")] = None,
 ) -> None:
-    """Seconds per trajectory step and per export outside the model, on the synthetic room."""
+    """Seconds per trajectory step and per export outside the model, and the planner's cost per choice, on the
+    synthetic room."""
     from worldstereo.bench.pipeline import format_report, run_pipeline_benchmark
 
     if path not in ("oracle", "release"):
         raise typer.BadParameter(f"--path must be oracle or release, not {path!r}")
+    if planner not in ("presets", "explore"):
+        raise typer.BadParameter(f"--planner must be presets or explore, not {planner!r}")
     result = run_pipeline_benchmark(frames=frames, scale=scale, device=device, pointmaps=pointmaps, repeats=repeats,
-                                    path=path)
+                                    path=path, planner=planner, trajectories=trajectories)
     emit(result, format_report(result), json_path)
 
 

@@ -117,9 +117,37 @@ class ReleasePresetSettings(BaseModel):
     turn_deg: float = 180.0  # right / left
 
 
-class TrajectorySettings(BaseModel):
-    """Camera paths: the paper's presets (Appendix C) or the release's (``preset_set``)."""
+class ExploreSettings(BaseModel):
+    """The ``explore`` planner: candidate paths scored on a coarse occupancy grid of the 3D cache."""
 
+    grid_size: int = Field(default=64, ge=8)  # voxels along the longest side of the grid
+    grid_margin: float = Field(default=0.25, ge=0.0)  # x the cache's extent, added on every side
+    score_width: int = Field(default=32, ge=4)  # pixels across each scored view (height by aspect)
+    score_frames: int = Field(default=4, ge=1)  # views of a candidate that are scored (frame 0 excluded)
+    carve_width: int = Field(default=32, ge=4)  # pixels across each memory-bank view that carves free space
+    range_ratio: float = Field(default=3.0, gt=0.0)  # x median depth: how far a scored ray looks
+    targets: int = Field(default=6, ge=0)  # hole clusters that get aimed paths and orbits
+    cluster_voxels: int = Field(default=8, ge=1)  # side of the cells that group hole voxels into clusters
+    start_poses: int = Field(default=3, ge=0)  # end cameras of the latest paths that candidates start from
+    aim_distance: float = Field(default=0.5, gt=0.0)  # x median depth: viewpoint's distance to its target
+    orbit_deg: float = Field(default=90.0, gt=0.0)  # arc of an orbit about a target
+    turn_deg: float = Field(default=90.0, gt=0.0)  # a turn in place about the vertical, either way
+    slack_ratio: float = Field(default=0.3, ge=0.0)  # x median depth: how far a camera may leave carved free space
+    clearance_voxels: int = Field(default=1, ge=0)  # cache-occupied voxels grown by this before paths are checked
+    surface_voxels: int = Field(default=2, ge=0)  # unknown voxels this near the cache's surface may hold new surface
+    runners_up: int = Field(default=5, ge=0)  # candidates kept beside each choice in the scene's state
+
+
+class TrajectorySettings(BaseModel):
+    """Camera paths: the paper's presets (Appendix C) or the release's (``preset_set``), chosen by ``planner``:
+    ``presets`` runs the preset set from every start (then repeats its shapes from the last camera up to
+    ``max_trajectories``); ``explore`` chooses each next path on the live cache until ``max_trajectories`` or until
+    the best candidate's score (steradians of new surface) is below ``min_gain``."""
+
+    planner: Literal["presets", "explore"] = "presets"
+    max_trajectories: int | None = Field(default=None, ge=1)  # None: the preset set once from every start
+    min_gain: float = Field(default=0.01, ge=0.0)  # steradians
+    explore: ExploreSettings = ExploreSettings()
     preset_set: Literal["paper", "release"] = "paper"
     release: ReleasePresetSettings = ReleasePresetSettings()
     order: tuple[TrajectoryName, ...] = ("orbit", "up", "right", "left")

@@ -34,7 +34,7 @@ from worldstereo.storage.factory import open_store
 from worldstereo.synthetic import make_scene
 
 STEPS = ("snapshot_load", "ggm_render", "retrieval", "pointmaps", "generate", "reconstruct",
-         "cache_update", "bank_update", "video_encode", "snapshot_save")
+         "cache_update", "bank_update", "plan", "video_encode", "snapshot_save")
 
 
 def ggm_generator(request: GenerationRequest) -> GeneratedVideo:
@@ -57,7 +57,8 @@ BenchPath = Literal["oracle", "release"]
 
 
 def run_pipeline_benchmark(frames: int = 81, scale: float = 1.0, device: str = "cpu", pointmaps: bool = False,
-                           repeats: int = 1, path: BenchPath = "oracle") -> dict:
+                           repeats: int = 1, path: BenchPath = "oracle", planner: str = "presets",
+                           trajectories: int | None = None) -> dict:
     """Per-trajectory step seconds, ``per_trajectory_s`` (mean, model excluded), ``export_s`` and cache sizes.
 
     ``path="release"`` runs the release path; its ``per_trajectory_s`` excludes only the network calls
@@ -74,6 +75,10 @@ def run_pipeline_benchmark(frames: int = 81, scale: float = 1.0, device: str = "
 
     On CUDA the scene first runs once more, unreported: that pass pays the CUDA context, kernel loading and
     allocator growth that a worker pays once, and its mean is ``cold_per_trajectory_s``.
+
+    ``planner`` and ``trajectories`` set ``trajectory.planner`` and ``trajectory.max_trajectories``;
+    ``plan_per_choice_s`` is the planner's mean wall time per trajectory it chose (at init and after each cache
+    update).
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
@@ -81,7 +86,8 @@ def run_pipeline_benchmark(frames: int = 81, scale: float = 1.0, device: str = "
         raise ValueError("the release path builds no pointmaps (the released generator does not read them)")
     process_cpu = time.process_time()
     generator = "worldstereo" if path == "release" else "worldstereo-paper" if pointmaps else "oracle"
-    settings = Settings(device=device, trajectory=TrajectorySettings(num_frames=frames), resolution_scale=scale,
+    plan = TrajectorySettings(num_frames=frames, planner=planner, max_trajectories=trajectories)
+    settings = Settings(device=device, trajectory=plan, resolution_scale=scale,
                         generator=generator, memory=MemorySettings(rules="release" if path == "release" else "paper"))
     cold = _run_scene(settings) if settings.resolved_device().startswith("cuda") else None
     runs = [_run_scene(settings) for _ in range(repeats)]
@@ -97,6 +103,7 @@ def run_pipeline_benchmark(frames: int = 81, scale: float = 1.0, device: str = "
         "width": width,
         "pointmaps": pointmaps,
         "path": path,
+        "planner": planner,
         **result,
         "export_s": statistics.median(run["export_s"] for run in runs),
         "runs": [{key: run[key] for key in ("per_trajectory_s", "per_trajectory_cpu_s", "network_s", "export_s")}
@@ -114,9 +121,12 @@ def _run_scene(settings: Settings) -> dict:
         backend_class("generator", settings.generator)  # its module is imported before the clock starts, as in a worker
         ctx = stages.SceneContext(open_store(settings.storage), settings.storage.work_bucket, "bench", settings)
         started = time.perf_counter()
-        init = stages.run_init(ctx, scene, SidecarDepth(settings).estimate)
+        with collect_steps() as init_times:
+            init = stages.run_init(ctx, scene, SidecarDepth(settings).estimate)
         init_s = time.perf_counter() - started
         names = stages.trajectory_names(ctx)
+        plan_s = [init_times.wall.get("plan", 0.0) / max(1, len(names))] * len(names)  # the choices made at init
+        plan_cpu_s = [init_times.cpu.get("plan", 0.0) / max(1, len(names))] * len(names)
         release = settings.generator == "worldstereo"
         clock = NetworkClock()
         if release:
@@ -127,12 +137,17 @@ def _run_scene(settings: Settings) -> dict:
             generate, clip_fn = ggm_generator, None
             reconstruct = RenderedDepthReconstructor(settings).reconstruct
         trajectories = []
-        for name in names:
+        while len(trajectories) < len(names):  # the plan grows while the scene runs (planner ``explore``)
+            name = names[len(trajectories)]
             network, network_cpu = clock.wall, clock.cpu
             with collect_steps() as times:
                 started, cpu = time.perf_counter(), time.process_time()
                 result = stages.run_trajectory(ctx, name, generate, reconstruct, names, clip_fn)
                 total, total_cpu = time.perf_counter() - started, time.process_time() - cpu
+            planned = stages.trajectory_names(ctx)
+            plan_s += [times.wall.get("plan", 0.0)] * (len(planned) - len(names))
+            plan_cpu_s += [times.cpu.get("plan", 0.0)] * (len(planned) - len(names))
+            names = planned
             steps = {key: times.wall.get(key, 0.0) for key in STEPS}
             steps["other"] = total - sum(steps.values())
             steps_cpu = {key: times.cpu.get(key, 0.0) for key in STEPS}
@@ -160,6 +175,9 @@ def _run_scene(settings: Settings) -> dict:
         "network_cpu_s": statistics.mean(t["network_cpu_s"] for t in trajectories),
         "export_s": export_s,
         "export_cpu_s": export_cpu_s,
+        "plan_s": plan_s,
+        "plan_per_choice_s": statistics.mean(plan_s) if plan_s else 0.0,
+        "plan_per_choice_cpu_s": statistics.mean(plan_cpu_s) if plan_cpu_s else 0.0,
         "fused_points": trajectories[-1]["cache_points"] if trajectories else int(init.metrics["cache_points"]),
     }
 
@@ -192,6 +210,9 @@ def format_report(result: dict) -> str:
     lines.append(f"{label:<14}" + "".join(f"{t['seconds']:11.3f}" for t in result["trajectories"])
                  + f"{result['per_trajectory_s']:11.3f}{result['per_trajectory_cpu_s']:11.3f}")
     lines.append(f"{'cache points':<14}" + "".join(f"{t['cache_points']:>11,}" for t in result["trajectories"]))
+    lines.append(f"planner {result['planner']}: {result['plan_per_choice_s']:.3f} s per choice "
+                 f"(cpu {result['plan_per_choice_cpu_s']:.3f}) "
+                 f"({len(result['plan_s'])} choices, at init and after each cache update)")
     lines.append(f"per_trajectory_s {result['per_trajectory_s']:.3f} (cpu {result['per_trajectory_cpu_s']:.3f}), "
                  f"export_s {result['export_s']:.3f} (cpu {result['export_cpu_s']:.3f}, "
                  f"{result['fused_points']:,} fused points)")

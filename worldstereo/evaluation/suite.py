@@ -35,13 +35,14 @@ import torch
 from worldstereo.config import Settings, StorageSettings
 from worldstereo.evaluation.camera_metrics import ate, rot_err_rad, trans_err
 from worldstereo.evaluation.eval_alignment import first_camera_icp_alignment
-from worldstereo.evaluation.ground_truth import visible_surface
+from worldstereo.evaluation.coverage import CoverageStep, coverage_curve
+from worldstereo.evaluation.ground_truth import reachable_surface, visible_surface
 from worldstereo.evaluation.image_metrics import psnr, ssim
 from worldstereo.evaluation.pointcloud_metrics import point_cloud_scores, tau_from_extent
 from worldstereo.geometry.trajectory import load_trajectory_json
 from worldstereo.pipeline.exports import GLOBAL_PLY
 from worldstereo.pipeline.local import process_scene, read_local_input
-from worldstereo.pipeline.scene import INIT, SPLAT, SceneContext
+from worldstereo.pipeline.scene import INIT, SPLAT, TRAJECTORY, SceneContext, trajectory_names
 from worldstereo.storage.factory import open_store
 from worldstereo.storage.keys import output_key
 from worldstereo.synthetic import make_scene
@@ -71,6 +72,7 @@ class SceneScores:
     splat_ssim: float = math.nan
     cloud_psnr: float = math.nan
     cloud_ssim: float = math.nan
+    coverage: tuple[CoverageStep, ...] = ()  # synthetic scenes with coverage asked for: after init, then each trajectory
 
 
 @dataclass(frozen=True)
@@ -128,20 +130,32 @@ def _image_scores(state, truth_rgb: dict[str, torch.Tensor]) -> tuple[float, flo
     return float(np.mean(values_psnr)), float(np.mean(values_ssim))
 
 
-def evaluate_case(case: EvalCase, settings: Settings, root: Path) -> SceneScores:
-    """Run one case through the pipeline into a fresh local store under ``root`` and score it."""
+def _coverage(ctx: SceneContext, final, scene) -> tuple[CoverageStep, ...]:
+    """Completeness and F1 of the cache after init and after every trajectory against the reachable surface."""
+    sizes = {r.trajectory or r.stage: int(r.metrics["cache_points"]) for r in ctx.records.records(ctx.scene_id)
+             if r.stage in (INIT, TRAJECTORY)}
+    counts = [(INIT, sizes[INIT])] + [(name, sizes[name]) for name, _, _ in final.plans]
+    truth = reachable_surface(scene)
+    return tuple(coverage_curve(final.cache.points, counts, truth, tau_from_extent(truth, 0.01)))
+
+
+def evaluate_case(case: EvalCase, settings: Settings, root: Path, coverage: bool = False) -> SceneScores:
+    """Run one case through the pipeline into a fresh local store under ``root`` and score it (``coverage``: also
+    the cache's coverage of the reachable surface after each trajectory, synthetic scenes only)."""
     settings = settings.model_copy(update={"storage": StorageSettings(backend="local", root=root / case.name)})
     store = open_store(settings.storage)
     process_scene(store, case.name, read_local_input(case.image, settings), settings)
     ctx = SceneContext(store, settings.storage.work_bucket, case.name, settings)
     init = ctx.states.load(INIT)
-    names = [name for name, _, _ in init.plans]
+    names = trajectory_names(ctx)
     final = ctx.states.load(names[-1])
     keys = {name: output_key(case.name, "exports", name) for name in ("fused.ply", GLOBAL_PLY)}
     clouds = {name: _read_ply(store.get_file(ctx.bucket, key, root / name))
               for name, key in keys.items() if store.exists(ctx.bucket, key)}
+    steps: tuple[CoverageStep, ...] = ()
     if case.synthetic_kind is not None:
         scene = make_scene(case.synthetic_kind, seed=int((init.scene_spec or {}).get("seed", 0)))
+        steps = _coverage(ctx, final, scene) if coverage else ()
         # the cameras as the pipeline generated them (the clip's, float32), so an exact generator scores exactly
         views = {name: scene.render(t.cameras.to(dtype=torch.float32)) for name, _, t in final.plans}
         truth = visible_surface([t.cameras for _, _, t in final.plans], [v.depth for v in views.values()])
@@ -158,15 +172,16 @@ def evaluate_case(case: EvalCase, settings: Settings, root: Path) -> SceneScores
     rot, trans, abs_err = _camera_scores(ctx, names)
     splat = next((r.metrics for r in ctx.records.records(case.name) if r.stage == SPLAT), {})
     return SceneScores(case.name, fused.f1, fused.auc, whole.f1 if whole else math.nan, whole.auc if whole else math.nan,
-                       rot, trans, abs_err, image_psnr, image_ssim, *(splat.get(m, math.nan) for m in SPLAT_METRICS))
+                       rot, trans, abs_err, image_psnr, image_ssim, *(splat.get(m, math.nan) for m in SPLAT_METRICS),
+                       steps)
 
 
-def run_suite(cases: list[EvalCase], settings: Settings, progress: Callable[[SceneScores], None] = lambda s: None
-              ) -> Iterator[SceneScores]:
+def run_suite(cases: list[EvalCase], settings: Settings, progress: Callable[[SceneScores], None] = lambda s: None,
+              coverage: bool = False) -> Iterator[SceneScores]:
     """Evaluate every case in a temporary directory."""
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
-            scores = evaluate_case(case, settings, Path(tmp))
+            scores = evaluate_case(case, settings, Path(tmp), coverage)
             progress(scores)
             yield scores
 
@@ -193,4 +208,8 @@ def format_table(rows: list[SceneScores], means: dict) -> str:
     for row in rows:
         lines.append(f"{row.scene:<12}" + "".join(f"{getattr(row, m):>11.4f}" for m in METRICS))
     lines.append(f"{'mean':<12}" + "".join(f"{math.nan if means[m] is None else means[m]:>11.4f}" for m in METRICS))
+    for row in rows:
+        if row.coverage:
+            lines.append(f"{row.scene} coverage (k: completeness / F1): " + ", ".join(
+                f"{step.k} {step.completeness:.3f} / {step.f1:.3f}" for step in row.coverage))
     return "\n".join(lines)

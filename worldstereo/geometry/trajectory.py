@@ -99,7 +99,7 @@ def plan_trajectories(
             f"depth must be {(input_camera.height, input_camera.width)}, got {tuple(depth.shape)}"
         )
     collides = _CollisionTest(input_camera, median_depth, depth, cache_points, settings)
-    return [_plan_one(name, input_camera, median_depth, settings, collides) for name in preset_order(settings)]
+    return [preset_trajectory(name, input_camera, median_depth, settings, collides) for name in preset_order(settings)]
 
 
 def preset_order(settings: TrajectorySettings) -> tuple[str, ...]:
@@ -107,20 +107,16 @@ def preset_order(settings: TrajectorySettings) -> tuple[str, ...]:
     return settings.release.order if settings.preset_set == "release" else settings.order
 
 
-def _plan_one(
-    name: str,
-    camera: Camera,
-    d: float,
-    settings: TrajectorySettings,
-    collides: _CollisionTest,
-) -> Trajectory:
+Collides = Callable[[Tensor], bool]  # camera positions [N,3] of a path -> whether it enters the scene
+
+
+def preset_trajectory(name: str, camera: Camera, d: float, settings: TrajectorySettings, collides: Collides) -> Trajectory:
+    """The preset ``name`` of the configured set from ``camera``, shrunk while ``collides`` says it enters the scene."""
     start = camera.c2w[0]
     t = torch.linspace(0.0, 1.0, settings.num_frames, dtype=camera.dtype, device=camera.device)
     planner = _release_path if settings.preset_set == "release" else _paper_path
     path, center, radius, angle, scales_radius = planner(name, start, d, settings, t)
-    fraction = 1.0
-    while settings.shrink_for_collisions and fraction > settings.min_fraction and collides(path(fraction)[:, :3, 3]):
-        fraction = max(fraction * settings.shrink_factor, settings.min_fraction)
+    fraction = shrunk_fraction(path, collides, settings)
     c2w = path(fraction)
     c2w[0] = start
     cameras = Camera(camera.K.expand(len(c2w), 3, 3).clone(), c2w, camera.height, camera.width)
@@ -130,6 +126,14 @@ def _plan_one(
 
 
 PathFn = Callable[[float], Tensor]
+
+
+def shrunk_fraction(path: PathFn, collides: Collides, settings: TrajectorySettings) -> float:
+    """The largest ``shrink_factor`` power (down to ``min_fraction``) at which ``path(fraction)`` does not collide."""
+    fraction = 1.0
+    while settings.shrink_for_collisions and fraction > settings.min_fraction and collides(path(fraction)[:, :3, 3]):
+        fraction = max(fraction * settings.shrink_factor, settings.min_fraction)
+    return fraction
 
 
 def _paper_path(name: str, start: Tensor, d: float, settings: TrajectorySettings, t: Tensor):
@@ -186,7 +190,7 @@ def _arc(start: Tensor, center: Tensor, axis: Tensor, angle: float, t: Tensor) -
     """The start pose rotated rigidly about ``axis`` through ``center`` by ``fraction * angle * t`` degrees."""
 
     def path(fraction: float) -> Tensor:
-        rotations = _rotation_about_axis(axis, torch.deg2rad(fraction * angle * t))
+        rotations = rotation_about_axis(axis, torch.deg2rad(fraction * angle * t))
         c2w = start.expand(len(t), 4, 4).clone()
         c2w[:, :3, :3] = rotations @ start[:3, :3]
         c2w[:, :3, 3] = center + rotations @ (start[:3, 3] - center)
@@ -225,11 +229,17 @@ def custom_trajectory(name: str, input_camera: Camera, waypoints: Tensor, num_fr
     if waypoints.ndim != 3 or waypoints.shape[1:] != (4, 4) or len(waypoints) == 0:
         raise InvalidInputError(f"waypoints must be [W,4,4] camera-to-world poses, got {tuple(waypoints.shape)}")
     _check_rigid(waypoints)
+    if len(waypoints) == 1 and torch.allclose(waypoints[0], input_camera.c2w[0], atol=1e-6):
+        raise InvalidInputError(f"custom path {name!r} never leaves the input camera")
+    return waypoint_trajectory(name, input_camera, waypoints, num_frames)
+
+
+def waypoint_trajectory(name: str, input_camera: Camera, waypoints: Tensor, num_frames: int) -> Trajectory:
+    """The path of :func:`custom_trajectory` through rigid ``waypoints [W,4,4]`` (at least one besides the start)."""
+    waypoints = waypoints.to(input_camera.c2w)
     start = input_camera.c2w[0]
     if not torch.allclose(waypoints[0], start, atol=1e-6):
         waypoints = torch.cat([start[None], waypoints])
-    if len(waypoints) == 1:
-        raise InvalidInputError(f"custom path {name!r} never leaves the input camera")
     t = torch.linspace(0, len(waypoints) - 1, num_frames, dtype=waypoints.dtype, device=waypoints.device)
     t = torch.where((t - t.round()).abs() < 1e-9, t.round(), t)
     segment = t.floor().long().clamp(max=len(waypoints) - 2)
@@ -409,7 +419,7 @@ def _check_rigid(w2c: Tensor, tol: float = 1e-4) -> None:
         raise InvalidInputError("extrinsics must be rigid transforms (orthonormal rotation, det +1, last row 0 0 0 1)")
 
 
-def _rotation_about_axis(axis: Tensor, angles: Tensor) -> Tensor:
+def rotation_about_axis(axis: Tensor, angles: Tensor) -> Tensor:
     """Rodrigues rotations ``[N,3,3]`` by ``angles`` (radians, ``[N]``) about the unit ``axis`` ``[3]``."""
     k = torch.nn.functional.normalize(axis, dim=0)
     zero = torch.zeros((), dtype=k.dtype, device=k.device)

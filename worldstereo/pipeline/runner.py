@@ -24,7 +24,6 @@ from worldstereo.pipeline.scene import (
     SceneContext,
     run_init,
     run_trajectory,
-    trajectory_names,
 )
 from worldstereo.pipeline.splat_stage import run_splat
 
@@ -63,9 +62,21 @@ class StageEvent:
     total: int
 
 
-def later_stages(names: list[str]) -> list[Stage]:
-    """The stages after init, in run order, for the planned trajectory ``names``."""
-    return [Stage(TRAJECTORY, name) for name in names] + [Stage(SPLAT), Stage(EXPORT)]
+def following(stage: Stage, names: list[str]) -> Stage | None:
+    """The stage after ``stage``, given the trajectory ``names`` planned when it finished (None after the export).
+
+    Trajectories may be chosen one at a time: after init and after every trajectory the plan is read again."""
+    if stage.kind == EXPORT:
+        return None
+    if stage.kind == SPLAT:
+        return Stage(EXPORT)
+    index = 0 if stage.kind == INIT else names.index(stage.trajectory) + 1
+    return Stage(TRAJECTORY, names[index]) if index < len(names) else Stage(SPLAT)
+
+
+def planned_after(ctx: SceneContext, stage: Stage) -> list[str]:
+    """The trajectory names planned when ``stage`` (init or a trajectory) finished, from its snapshot."""
+    return ctx.states.plan_names(stage.label)
 
 
 def run_stage(ctx: SceneContext, stage: Stage, models: Models, read_scene: Callable[[], SceneInput],
@@ -90,11 +101,14 @@ def run_scene(ctx: SceneContext, scene: SceneInput, depth_fn: DepthFn, generate_
               reconstruct_fn: ReconstructFn, clip_fn: ClipFn | None = None) -> Iterator[StageEvent]:
     """Run (or resume) every stage of one scene in this process, yielding progress after each."""
     models = Models(depth_fn, generate_fn, reconstruct_fn, clip_fn)
-    ran = run_stage(ctx, Stage(INIT), models, lambda: scene)
-    names = trajectory_names(ctx)
-    stages = later_stages(names)
-    total = len(stages) + 1
-    yield StageEvent(INIT, None, "done" if ran else "skipped", 1, total)
-    for index, stage in enumerate(stages, start=2):
+    stage: Stage | None = Stage(INIT)
+    names: list[str] | None = None
+    index = 0
+    while stage is not None:
         ran = run_stage(ctx, stage, models, lambda: scene, names)
+        if stage.kind in (INIT, TRAJECTORY):
+            names = planned_after(ctx, stage)
+        index += 1
+        total = len(names or []) + 3  # as planned so far
         yield StageEvent(stage.kind, stage.trajectory, "done" if ran else "skipped", index, total)
+        stage = following(stage, names or [])

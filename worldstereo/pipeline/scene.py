@@ -28,7 +28,6 @@ from worldstereo.geometry.trajectory import (
     Trajectory,
     custom_trajectory,
     keyframe_indices,
-    plan_trajectories,
     trajectory_to_json,
 )
 from worldstereo.inputs import SceneInput
@@ -43,6 +42,8 @@ from worldstereo.pipeline.backends import (
 from worldstereo.pipeline.clips import ClipFn, bank_frames, clip_indices, clip_length, gather_references
 from worldstereo.pipeline.depth.surface import surface_depth
 from worldstereo.pipeline.media import encode_video_later
+from worldstereo.pipeline.plan_step import extend_plan
+from worldstereo.planning.presets import median_depth
 from worldstereo.pipeline.registry import backend_class
 from worldstereo.pipeline.state import SceneState, Start, StateStore
 from worldstereo.pipeline.timing import step
@@ -110,19 +111,14 @@ def plan_scene(settings: Settings, scene_id: str, scene: SceneInput, estimate: D
     """The initial state of a scene from its input and depth, without a store (``worldstereo plan`` previews it)."""
     start = _panorama_start if scene.kind == "panorama" else _perspective_start
     starts, cache, bank = start(settings, scene, estimate)
-    plans = []
-    for index, start in enumerate(starts if scene.presets else []):
-        for trajectory in plan_trajectories(start.camera, _median(start.depth), settings.trajectory,
-                                            depth=start.depth, cache_points=cache.points):
-            plans.append((f"{start.name}_{trajectory.name}" if start.name else trajectory.name, index, trajectory))
+    state = SceneState(scene_id, scene.kind, cache, bank, starts, [], scene.scene, cache.voxel_size, scene.prompt)
+    if scene.presets:
+        with step("plan"):
+            extend_plan(settings, state)
     for name, waypoints in scene.paths.items():  # custom paths: perspective inputs, from their one start
-        plans.append((name, 0, custom_trajectory(name, starts[0].camera, waypoints, settings.trajectory.num_frames)))
-    return SceneState(scene_id, scene.kind, cache, bank, starts, plans, scene.scene, cache.voxel_size,
-                      scene.prompt)
-
-
-def _median(depth: torch.Tensor) -> float:
-    return float(depth[torch.isfinite(depth) & (depth > 0)].median())
+        state.plans.append((name, 0, custom_trajectory(name, starts[0].camera, waypoints,
+                                                       settings.trajectory.num_frames)))
+    return state
 
 
 def _perspective_start(settings: Settings, scene: SceneInput, estimate: DepthEstimate):
@@ -145,7 +141,7 @@ def _panorama_start(settings: Settings, scene: SceneInput, estimate: DepthEstima
     bank.add(views.images, views.cameras, "panorama")
     points, colors = panorama_point_cloud(scene.rgb, estimate.depth, stride=settings.panorama.cloud_stride,
                                           edge_threshold=settings.memory.edge_threshold)
-    cache = Cache3D.from_points(points, colors, settings.memory.voxel_ratio * _median(estimate.depth))
+    cache = Cache3D.from_points(points, colors, settings.memory.voxel_ratio * median_depth(estimate.depth))
     horizon = torch.nonzero(views.pitches_deg.abs() < 1e-6).flatten()
     count = min(settings.panorama.start_views, len(horizon))
     picks = horizon[torch.arange(count) * len(horizon) // count].tolist()
@@ -173,8 +169,12 @@ def run_init(ctx: SceneContext, scene: SceneInput, depth_fn: DepthFn) -> StageRe
 
 # --- trajectories ----------------------------------------------------------------------------------------
 def trajectory_names(ctx: SceneContext) -> list[str]:
-    """Record names of the planned trajectories, in run order (requires a finished init)."""
-    return ctx.states.plan_names(INIT)
+    """Record names of the trajectories planned so far, in run order (requires a finished init): the plan of the
+    latest snapshot, which holds the choices made after every trajectory that ran."""
+    names, ran = ctx.states.plan_names(INIT), 0
+    while ran < len(names) and ctx.states.has(names[ran]):
+        names, ran = ctx.states.plan_names(names[ran]), ran + 1
+    return names
 
 
 def _previous(names: list[str], name: str) -> str:
@@ -256,6 +256,8 @@ def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, recons
                        frames=bank_frames(ctx.settings, len(video.frames)))
     _, start_index, trajectory = state.plans[plan]  # a run trajectory keeps the cameras it was generated at
     state.plans[plan] = (name, start_index, replace(trajectory, cameras=request.cameras.to("cpu", torch.float64)))
+    with step("plan"):
+        choices = extend_plan(ctx.settings, state) if plan == len(state.plans) - 1 else []
     keys = [ctx.states.key(name, "video.mp4"), ctx.states.key(name, "condition.mp4"),
             ctx.states.key(name, "cameras.json")]
     cameras = {"requested": trajectory_to_json(Trajectory(name, request.cameras)),
@@ -274,7 +276,7 @@ def run_trajectory(ctx: SceneContext, name: str, generate_fn: GenerateFn, recons
         "points_added": float(report.points_added),
         "cache_points": float(len(state.cache)),
         "align_inliers": float(report.inliers),
-    }
+    } | ({"next_score": choices[0].score} if choices and choices[0].score is not None else {})
     result = StageResult(tuple(keys), metrics)
     ctx.finish(TRAJECTORY, name, started, result)
     return result

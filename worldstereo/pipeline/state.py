@@ -57,6 +57,7 @@ class SceneState:
     voxel_size: float
     prompt: str | None = None  # the input's caption
     embeddings: dict[str, Tensor] = field(default_factory=dict)  # generator encoder outputs (text, start frames)
+    choices: list[dict] = field(default_factory=list)  # the planner's choices: name, origin, score, runners-up
     base: Loaded | None = None  # the snapshot this state was read from (None: built from the input)
 
 
@@ -68,6 +69,7 @@ class Loaded:
     points: Tensor
     bank_frames: int
     embeddings: frozenset[str] = frozenset()
+    starts: int = 0
 
 
 def _plans(meta: dict) -> list[tuple[str, int, Trajectory]]:
@@ -115,8 +117,21 @@ def _frames(arrays, listed: list[dict]) -> tuple[MemoryFrame, ...]:
                              frame["index"]) for i, (start, end, frame) in enumerate(zip([0, *ends], ends, listed)))
 
 
+def _start_arrays(starts: Sequence[Start], prefix: str = "") -> dict[str, np.ndarray]:
+    arrays = {}
+    for i, start in enumerate(starts):
+        arrays.update({f"{prefix}{i}_image": start.image.cpu().numpy(), f"{prefix}{i}_depth": start.depth.cpu().numpy()})
+        arrays.update({f"{prefix}{i}_{k}": v for k, v in _camera_arrays(start.camera).items()})
+    return arrays
+
+
+def _starts(arrays, names: list[str], prefix: str = "") -> list[Start]:
+    return [Start(name, torch.from_numpy(arrays[f"{prefix}{i}_image"]), _camera_from(arrays, f"{prefix}{i}_"),
+                  torch.from_numpy(arrays[f"{prefix}{i}_depth"])) for i, name in enumerate(names)]
+
+
 def _apply_deltas(state: SceneState, deltas: list[tuple[dict, dict[str, np.ndarray]]]) -> None:
-    """Append the deltas' points (one concatenation) and bank frames, in order, to a full snapshot's state."""
+    """Append the deltas' points (one concatenation), bank frames and starts, in order, to a full snapshot's state."""
     cache = state.cache
 
     def grown(name: str, base: Tensor) -> Tensor:
@@ -126,6 +141,8 @@ def _apply_deltas(state: SceneState, deltas: list[tuple[dict, dict[str, np.ndarr
                           deltas[-1][0]["names"], cache.voxel_size)
     added = (frame for meta, arrays in deltas for frame in _frames(arrays, meta["frames"]))
     state.bank = MemoryBank((*state.bank.frames, *added))
+    for meta, arrays in deltas:
+        state.starts += _starts(arrays, meta.get("new_starts", []), "start_")
 
 
 class StateStore:
@@ -142,6 +159,7 @@ class StateStore:
         the keys written."""
         base = state.base
         if base is not None and len(state.bank) >= base.bank_frames and len(state.cache) >= len(base.points) \
+                and len(state.starts) >= base.starts \
                 and torch.equal(state.cache.points[: len(base.points)], base.points.to(state.cache.points.device)):
             return self._save_delta(stage, state, base)
         return self._save_full(stage, state)
@@ -151,11 +169,13 @@ class StateStore:
         frames = state.bank.frames[base.bank_frames:]
         arrays = {"points": cache.points[start:].cpu().numpy(), "colors": cache.colors[start:].float().cpu().numpy(),
                   "sources": cache.sources[start:].to(torch.int32).cpu().numpy()}
+        starts = state.starts[base.starts:]
         keys = [self.key("state", stage, "delta.npz")]
-        self.store.put_bytes(self.bucket, keys[0], _npz(**arrays, **_frame_arrays(frames)))
+        self.store.put_bytes(self.bucket, keys[0], _npz(**arrays, **_frame_arrays(frames), **_start_arrays(starts, "start_")))
         keys += self._save_embeddings(stage, state, base.embeddings)
         keys.append(self.key("state", stage, "state.json"))
-        meta = self._meta(state, frames) | {"base": base.stage, "names": cache.names}
+        meta = self._meta(state, frames) | {"base": base.stage, "names": cache.names,
+                                            "new_starts": [s.name for s in starts]}
         self.store.put_bytes(self.bucket, keys[-1], json.dumps(meta).encode())
         return keys
 
@@ -181,6 +201,7 @@ class StateStore:
                 "prompt": state.prompt,
                 "starts": [s.name for s in state.starts],
                 "plans": [{"name": n, "start": i, "trajectory": trajectory_to_json(t)} for n, i, t in state.plans],
+                "choices": state.choices,
                 "frames": [{"source": f.source, "index": f.index} for f in frames]}
 
     def _save_full(self, stage: str, state: SceneState) -> list[str]:
@@ -192,17 +213,17 @@ class StateStore:
                 self.store.put_file(self.bucket, keys[-1], path)
         keys.append(self.key("state", stage, "bank.npz"))
         self.store.put_bytes(self.bucket, keys[-1], _npz(**_frame_arrays(state.bank.frames)))
-        starts = {}
-        for i, start in enumerate(state.starts):
-            starts.update({f"{i}_image": start.image.cpu().numpy(), f"{i}_depth": start.depth.cpu().numpy()})
-            starts.update({f"{i}_{k}": v for k, v in _camera_arrays(start.camera).items()})
         keys.append(self.key("state", stage, "starts.npz"))
-        self.store.put_bytes(self.bucket, keys[-1], _npz(**starts))
+        self.store.put_bytes(self.bucket, keys[-1], _npz(**_start_arrays(state.starts)))
         keys += self._save_embeddings(stage, state, frozenset())
         meta = self._meta(state, state.bank.frames)
         keys.append(self.key("state", stage, "state.json"))
         self.store.put_bytes(self.bucket, keys[-1], json.dumps(meta).encode())
         return keys
+
+    def has(self, stage: str) -> bool:
+        """Whether ``stage`` wrote its snapshot."""
+        return self.store.exists(self.bucket, self.key("state", stage, "state.json"))
 
     def plan_names(self, stage: str) -> list[str]:
         """Record names of the planned trajectories, in run order, from a snapshot's small metadata only."""
@@ -226,7 +247,8 @@ class StateStore:
                 _apply_deltas(state, [(meta, delta.result()) for meta, delta in deltas])
             for loaded in embeddings:
                 state.embeddings.update(loaded.result())
-        state.base = Loaded(stage, state.cache.points, len(state.bank), frozenset(state.embeddings))
+        state.choices = list(chain[0][1].get("choices", []))
+        state.base = Loaded(stage, state.cache.points, len(state.bank), frozenset(state.embeddings), len(state.starts))
         return state
 
     def _delta(self, stage: str) -> dict[str, np.ndarray]:
@@ -241,11 +263,7 @@ class StateStore:
             cache = Cache3D.load(Path(tmp))
         bank = self._load_bank(stage, meta)
         arrays = np.load(io.BytesIO(self.store.get_bytes(self.bucket, self.key("state", stage, "starts.npz"))))
-        starts = [
-            Start(name, torch.from_numpy(arrays[f"{i}_image"]), _camera_from(arrays, f"{i}_"),
-                  torch.from_numpy(arrays[f"{i}_depth"]))
-            for i, name in enumerate(meta["starts"])
-        ]
+        starts = _starts(arrays, meta["starts"])
         return SceneState(self.scene_id, meta["kind"], cache, bank, starts, plans, meta["scene_spec"],
                           meta["voxel_size"], meta.get("prompt"))
 

@@ -46,6 +46,7 @@ class SyntheticScene:
     appearance: Appearance = field(repr=False)
     eye: Vec3
     target: Vec3
+    free_space: tuple[Vec3, Vec3]  # the box a camera explores: the room's inside, the object's side of the backdrop
 
     def cast(self, origins: Tensor, directions: Tensor) -> tuple[Tensor, Tensor]:
         """Closest hits of rays ``[R,3]``: ray parameter ``[R]`` (``inf`` on a miss) and primitive id ``[R]`` (-1)."""
@@ -227,14 +228,15 @@ def _room(layout: _Layout) -> tuple[Vec3, Vec3]:
     eye = (-hx + 0.8, -hy + 0.8, 1.55)
     _furnish(layout, lo, hi, [(eye[0], eye[1], 1.0)], int(rng.integers(5, 8)))
     _hang_pictures(layout, lo, hi)
-    return eye, (0.4 * hx, 0.3 * hy, 0.8)
+    return eye, (0.4 * hx, 0.3 * hy, 0.8), (lo, hi)
 
 
 def _object(layout: _Layout) -> tuple[Vec3, Vec3]:
     rng = layout.rng
     layout.box((-4.0, -4.0, 0.0), (4.0, 4.0, 0.0))  # ground
-    back = rng.uniform(1.9, 2.4)
-    layout.box((-3.6, back, 0.0), (3.6, back, rng.uniform(2.8, 3.4)))  # backdrop
+    back, top = rng.uniform(1.9, 2.4), rng.uniform(2.8, 3.4)
+    layout.box((-3.6, back, 0.0), (3.6, back, top))  # backdrop
+    free = ((-4.0, -4.0, 0.0), (4.0, back, top))
     hx, hy, top = rng.uniform(0.3, 0.45), rng.uniform(0.3, 0.45), rng.uniform(0.3, 0.5)
     layout.box((-hx, -hy, 0.0), (hx, hy, top))  # pedestal
     if rng.uniform() < 0.5:
@@ -244,7 +246,7 @@ def _object(layout: _Layout) -> tuple[Vec3, Vec3]:
         layout.cylinder((0.0, 0.0), 0.8 * min(hx, hy), top, top + rng.uniform(0.3, 0.6))
     _furnish(layout, (-1.9, -1.0, 0.0), (1.9, back + 0.1, 0.0), [(0.0, 0.0, 0.7)], int(rng.integers(2, 4)))
     eye = (rng.uniform(-0.3, 0.3), -rng.uniform(2.3, 2.7), rng.uniform(1.2, 1.45))
-    return eye, (0.0, 0.0, 0.45)
+    return eye, (0.0, 0.0, 0.45), free
 
 
 def _panorama360(layout: _Layout) -> tuple[Vec3, Vec3]:
@@ -254,7 +256,7 @@ def _panorama360(layout: _Layout) -> tuple[Vec3, Vec3]:
     layout.box(lo, hi, hollow=True)
     _furnish(layout, lo, hi, [(0.0, 0.0, 1.0)], int(rng.integers(6, 9)))
     _hang_pictures(layout, lo, hi)
-    return (0.0, 0.0, 0.0), (1.0, 0.0, 0.0)
+    return (0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (lo, hi)
 
 
 _LAYOUTS = {"room": _room, "object": _object, "panorama360": _panorama360}
@@ -267,6 +269,7 @@ def make_scene(kind: str, seed: int = 0) -> SyntheticScene:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InvalidInputError(f"scene seed must be a non-negative integer, got {seed!r}")
     layout = _Layout(np.random.default_rng(seed))
-    eye, target = _LAYOUTS[kind](layout)
+    eye, target, free_space = _LAYOUTS[kind](layout)
     geometry, appearance = layout.build()
-    return SyntheticScene(f"{kind}-{seed}", kind, seed, geometry, appearance, eye, target)  # type: ignore[arg-type]
+    return SyntheticScene(f"{kind}-{seed}", kind, seed, geometry, appearance, eye, target,  # type: ignore[arg-type]
+                          free_space)
