@@ -3,6 +3,8 @@ from a bucket or a disk with no Python."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import socket
 
 from worldstereo.viewer.outputs import SceneOutputs
@@ -19,9 +21,10 @@ def _free_port() -> int:
 
 def scene_page(outputs: SceneOutputs) -> bytes:
     """The HTML of viser's client showing ``outputs`` as :func:`serve` builds them (a server on a loopback port
-    lives only while the scene is serialised)."""
-    server = serve(outputs, port=_free_port())
-    try:
-        return server.scene.as_html().encode()
-    finally:
-        server.stop()
+    lives only while the scene is serialised; its start and stop banners are not printed)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        server = serve(outputs, port=_free_port())
+        try:
+            return server.scene.as_html().encode()
+        finally:
+            server.stop()
