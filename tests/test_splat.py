@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from worldstereo.config import StorageSettings, load_settings
-from worldstereo.errors import PermanentError
+from worldstereo.errors import ConfigurationError, PermanentError
 from worldstereo.geometry.camera import Camera
 from worldstereo.memory.bank import MemoryBank
 from worldstereo.memory.cache import Cache3D
@@ -167,7 +167,7 @@ def _screenshot(url: str, path: Path) -> np.ndarray:
 @pytest.mark.slow
 def test_the_viewer_shows_the_scene_and_the_trajectory_frustums(room, tmp_path: Path) -> None:
     from worldstereo.viewer.outputs import read_outputs, store_reader
-    from worldstereo.viewer.server import PALETTE, serve
+    from worldstereo.viewer.server import serve
 
     store, settings, ctx = room
     outputs = read_outputs(*store_reader(store, ctx.bucket, output_key("room", "exports") + "/"))
@@ -184,8 +184,44 @@ def test_the_viewer_shows_the_scene_and_the_trajectory_frustums(room, tmp_path: 
         pixels = _screenshot(f"http://127.0.0.1:{server.get_port()}/", tmp_path / "view.png")
     finally:
         server.stop()
-    canvas = pixels[:, : pixels.shape[1] * 2 // 3].reshape(-1, 3).astype(int)  # left of the control panel
+    _assert_scene_and_frustums(pixels, len(outputs.trajectories))
+
+
+def _assert_scene_and_frustums(pixels: np.ndarray, trajectories: int) -> None:
+    """The canvas (left of the control panel) is not blank and shows at least two trajectories' colours."""
+    from worldstereo.viewer.server import PALETTE
+
+    canvas = pixels[:, : pixels.shape[1] * 2 // 3].reshape(-1, 3).astype(int)
     distinct = len(np.unique(canvas // 16, axis=0))
     assert distinct > 50, "the canvas is blank"
-    near = lambda color: (np.abs(canvas - np.array(color)).sum(1) < 40).sum()  # noqa: E731
-    assert sum(near(PALETTE[i]) > 20 for i in range(len(outputs.trajectories))) >= 2  # frustums in their colours
+    assert sum(_near_blend(canvas, PALETTE[i]) > 20 for i in range(trajectories)) >= 2  # frustums in their colours
+
+
+def _near_blend(canvas: np.ndarray, color: tuple[int, int, int], white_share: float = 0.3) -> int:
+    """Pixels within 40 (L1) of ``color`` blended with up to ``white_share`` of the white page (thin lines)."""
+    c, d = np.array(color), 255 - np.array(color)
+    share = ((canvas - c) @ d / (d @ d)).clip(0, white_share)
+    return int((np.abs(canvas - (c + share[:, None] * d)).sum(1) < 40).sum())
+
+
+@pytest.mark.slow
+def test_the_exported_viewer_page_opens_from_a_file_with_no_server(room, tmp_path: Path) -> None:
+    store, settings, ctx = room
+    page = tmp_path / "viewer.html"
+    page.write_bytes(store.get_bytes(ctx.bucket, output_key("room", "exports", "viewer.html")))
+    assert page.stat().st_size < 50 * 2**20
+    pixels = _screenshot(page.as_uri(), tmp_path / "page.png")
+    _assert_scene_and_frustums(pixels, len(ctx.states.load(INIT).plans))
+
+
+@pytest.mark.slow
+def test_gsplat_unable_to_run_fails_the_stage_and_keeps_earlier_outputs(room) -> None:
+    store, settings, ctx = room
+    # gsplat's kernels on CPU tensors: they do not exist here (no CUDA), nor run on a GPU node
+    forced = ctx.settings.model_copy(update={"device": "cpu",
+                                             "splat": ctx.settings.splat.model_copy(update={"backend": "gsplat"})})
+    names = [name for name, _, _ in ctx.states.load(INIT).plans]
+    before = sorted(e.key for e in store.list(ctx.bucket, "scenes/room/"))
+    with pytest.raises(ConfigurationError, match="gsplat cannot rasterize on this node"):
+        run_splat(SceneContext(store, ctx.bucket, "room", forced), names)
+    assert sorted(e.key for e in store.list(ctx.bucket, "scenes/room/")) == before

@@ -224,7 +224,7 @@ class SplatSettings(BaseModel):
     """
 
     enabled: bool = True
-    iterations: int = Field(default=100, ge=1)
+    iterations: int = Field(default=300, ge=1)
     resolution_scale: float = Field(default=0.5, gt=0.0, le=1.0)
     sh_degree: int = Field(default=1, ge=0, le=3)
     held_out_stride: int = Field(default=8, ge=0)

@@ -21,6 +21,8 @@ from worldstereo.memory.bank import MemoryBank, frame_pngs
 from worldstereo.pipeline.export_worldmirror import FOLDER, worldmirror_files, worldmirror_images
 from worldstereo.pipeline.global_recon import global_cloud
 from worldstereo.pipeline.scene import DEPTH_INFO, EXPORT, INIT, TRAJECTORY, ReconstructFn, SceneContext, StageResult
+from worldstereo.viewer.outputs import read_outputs, store_reader
+from worldstereo.viewer.page import PAGE, scene_page
 
 OPENCV_TO_OPENGL = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
 COLMAP_MAX_POINTS = 500_000
@@ -198,6 +200,9 @@ def run_export(ctx: SceneContext, names: list[str], reconstruct_fn: ReconstructF
     }
     keys.append(ctx.states.key("summary.json"))
     ctx.store.put_bytes(ctx.bucket, keys[-1], json.dumps(summary, indent=2).encode())
+    keys.append(ctx.states.key("exports", PAGE))  # the viewer of everything above, as one page
+    exports = read_outputs(*store_reader(ctx.store, ctx.bucket, ctx.states.key("exports") + "/"))
+    ctx.store.put_bytes(ctx.bucket, keys[-1], scene_page(exports))
     result = StageResult(tuple(keys), {"fused_points": float(len(state.cache))})
     ctx.finish(EXPORT, None, started, result)
     return result

@@ -47,13 +47,17 @@ def _sample(count: int, limit: int, seed: int) -> Tensor:
     return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:limit]
 
 
-def held_out_scores(renders: list[Tensor], views: list[View], cache: Cache3D) -> dict[str, float]:
-    """Mean PSNR / SSIM of the splats and of the fused cloud (point render) at the held-out views."""
+def held_out_scores(renders: list[Tensor], views: list[View], cache: Cache3D, background: Tensor
+                    ) -> dict[str, float]:
+    """Mean PSNR / SSIM of the splats and of the fused cloud (point render over the same ``background`` as
+    the splats) at the held-out views."""
     if not views:
         return {}
     splat_psnr, splat_ssim, cloud_psnr, cloud_ssim = [], [], [], []
     for rgb, view in zip(renders, views):
-        cloud = cache.render(view.camera.to(cache.points.device, torch.float32)).rgb[0].float().to(view.image)
+        points = cache.render(view.camera.to(cache.points.device, torch.float32))
+        cloud = torch.where(points.mask[0, ..., None], background.to(points.rgb.device), points.rgb[0].float())
+        cloud = cloud.to(view.image)
         splat_psnr.append(float(psnr(rgb, view.image)))
         splat_ssim.append(float(ssim(rgb, view.image)))
         cloud_psnr.append(float(psnr(cloud, view.image)))
@@ -88,12 +92,13 @@ def run_splat(ctx: SceneContext, names: list[str]) -> StageResult:
     extent = max(float((high - low).norm()), 1e-6)
     params = from_cloud(points, colors, settings.sh_degree)
     report = train_splats(params, train, settings, extent, seed=ctx.settings.seed, backend=settings.backend)
-    renders = render_views(params, train + held, settings.sh_degree, backend=settings.backend)
-    scores = held_out_scores([r[0] for r in renders[len(train):]], held, cache)
+    renders = render_views(params, train + held, settings.sh_degree, report.background, backend=settings.backend)
+    scores = held_out_scores([r[0] for r in renders[len(train):]], held, cache, report.background)
     mesh = tsdf_mesh(renders, [v.camera for v in train + held], low, high, settings.mesh_voxels,
                      settings.mesh_max_triangles)
     metrics = {"gaussians": float(report.gaussians), "iterations": float(report.iterations),
                "train_s": report.seconds, "loss": report.loss, "train_views": float(len(train)),
+               **{f"background_{c}": float(v) for c, v in zip("rgb", report.background)},
                "mesh_triangles": float(len(mesh.triangles)), **scores}
     files = {"splats.ply": splats_ply(params), "mesh.ply": mesh_ply(mesh),
              "splat_render.png": encode_png(quantize(renders[0][0].cpu())),

@@ -1,5 +1,5 @@
-"""A tile-based Gaussian rasterizer in plain torch (CPU, or any device): EWA projection, depth-sorted
-front-to-back alpha compositing per 8x8 tile, autograd for the backward pass. gsplat's CUDA rasterizer
+"""A Gaussian rasterizer in plain torch (CPU, or any device): EWA projection, front-to-back
+alpha compositing of depth-sorted (Gaussian, pixel) pairs, autograd for the backward pass. gsplat's CUDA rasterizer
 computes the same image; this one makes the splat stage run where gsplat's kernels cannot."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from torch import Tensor
 
 from worldstereo.splat.gaussians import sh_colors
 
-TILE = 8
+T_MIN = 1e-4  # compositing stops behind this transmittance (gsplat)
 NEAR = 0.01
 BLUR = 0.3  # px^2 added to every projected covariance (gsplat's eps2d)
 ALPHA_MIN, ALPHA_MAX = 1.0 / 255.0, 0.99
@@ -51,26 +51,52 @@ def project(means: Tensor, covariances: Tensor, viewmat: Tensor, K: Tensor, widt
     return means2d, cov2d, z
 
 
-def _tile_intersections(means2d: Tensor, radii: Tensor, visible: Tensor, tiles_x: int, tiles_y: int
-                        ) -> tuple[Tensor, Tensor]:
-    """(gaussian id, tile id) of every Gaussian-tile overlap, ``[I]`` each (unsorted)."""
-    lo = ((means2d - radii) / TILE).floor().long()
-    hi = ((means2d + radii) / TILE).floor().long()
-    lo[:, 0].clamp_(0, tiles_x - 1), lo[:, 1].clamp_(0, tiles_y - 1)
-    hi[:, 0].clamp_(0, tiles_x - 1), hi[:, 1].clamp_(0, tiles_y - 1)
-    span = hi - lo + 1
+def _pixel_pairs(means2d: Tensor, radii: Tensor, visible: Tensor, width: int, height: int
+                 ) -> tuple[Tensor, Tensor]:
+    """(gaussian id, pixel id) of every pixel inside a visible Gaussian's bounding box, ``[P]`` each."""
+    lo = (means2d - radii).floor().long()
+    hi = (means2d + radii).floor().long()
+    lo[:, 0].clamp_(0, width - 1), lo[:, 1].clamp_(0, height - 1)
+    hi[:, 0].clamp_(-1, width - 1), hi[:, 1].clamp_(-1, height - 1)
+    span = (hi - lo + 1).clamp_min(0)
     counts = torch.where(visible, span[:, 0] * span[:, 1], 0)
     ids = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
     local = torch.arange(len(ids), device=ids.device) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
-    tx = lo[ids, 0] + local % span[ids, 0]
-    ty = lo[ids, 1] + local // span[ids, 0]
-    return ids, ty * tiles_x + tx
+    px = lo[ids, 0] + local % span[ids, 0]
+    py = lo[ids, 1] + local // span[ids, 0]
+    return ids, py * width + px
+
+
+def _alphas(means2d: Tensor, conic: Tensor, opacities: Tensor, ids: Tensor, pixels: Tensor, width: int) -> Tensor:
+    """alpha = opacity x exp(-power) at the pixel centres (3DGS Eq. 4), capped at ``ALPHA_MAX``, 0 below
+    ``ALPHA_MIN``."""
+    centre = torch.stack([pixels % width, pixels // width], -1).to(means2d) + 0.5
+    delta = centre - means2d[ids]
+    q = conic[ids]
+    power = 0.5 * (q[:, 0] * delta[:, 0] ** 2 + q[:, 2] * delta[:, 1] ** 2) + q[:, 1] * delta[:, 0] * delta[:, 1]
+    alpha = (opacities[ids] * torch.exp(-power)).clamp_max(ALPHA_MAX)
+    return alpha * ((alpha >= ALPHA_MIN) & (power >= 0))
+
+
+def _transmittance(alpha: Tensor, pixels: Tensor) -> Tensor:
+    """T_i = prod_{j<i} (1 - alpha_j) within each pixel's depth-sorted run (3DGS Eq. 3): exp of a running sum
+    of log(1 - alpha) less its value at the run's start (the running sum in float64)."""
+    log_keep = torch.log1p(-alpha).double()
+    before = log_keep.cumsum(0) - log_keep
+    first = torch.ones_like(pixels, dtype=torch.bool)
+    first[1:] = pixels[1:] != pixels[:-1]
+    run_start = torch.cummax(torch.where(first, torch.arange(len(pixels), device=pixels.device), 0), 0).values
+    return torch.exp(before - before[run_start]).to(alpha.dtype)
 
 
 def rasterize_torch(params: dict[str, Tensor], viewmat: Tensor, K: Tensor, width: int, height: int,
                     sh_degree: int, background: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, dict]:
     """Colour ``[H,W,3]``, accumulated depth ``[H,W]`` (sum of weight x z), alpha ``[H,W]`` and gsplat's
-    ``info`` (``means2d`` ``[1,N,2]``, ``radii`` ``[1,N,2]``) for one OpenCV camera (w2c ``viewmat``)."""
+    ``info`` (``means2d`` ``[1,N,2]``, ``radii`` ``[1,N,2]``) for one OpenCV camera (w2c ``viewmat``).
+
+    Every (Gaussian, pixel) pair of the Gaussians' bounding boxes is sorted by pixel then depth; a first pass
+    without gradients drops the pairs below ``ALPHA_MIN`` and those behind a transmittance of ``T_MIN`` (where
+    gsplat stops), the second composites the rest with autograd."""
     means, opacities = params["means"], torch.sigmoid(params["opacities"])
     covariances = quat_scale_to_covariance(params["quats"], torch.exp(params["scales"]))
     means2d, cov2d, z = project(means, covariances, viewmat, K, width, height)
@@ -84,39 +110,24 @@ def rasterize_torch(params: dict[str, Tensor], viewmat: Tensor, K: Tensor, width
     radii = (reach[:, None] * torch.stack([a, c], -1).detach().sqrt()).ceil()
     visible = ((z > NEAR) & (means2d + radii > 0).all(-1) & (means2d[:, 0] - radii[:, 0] < width)
                & (means2d[:, 1] - radii[:, 1] < height)).detach()
-    tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
-    ids, tiles = _tile_intersections(means2d.detach(), radii, visible, tiles_x, tiles_y)
-    depth_rank = torch.empty(len(z), dtype=torch.long, device=z.device)
-    depth_rank[z.detach().argsort()] = torch.arange(len(z), device=z.device)
-    order = (tiles * len(z) + depth_rank[ids]).argsort()
-    ids, tiles = ids[order], tiles[order]
+    ids, pixels = _pixel_pairs(means2d.detach(), radii, visible, width, height)
+    with torch.no_grad():
+        alpha = _alphas(means2d, conic, opacities, ids, pixels, width)
+        hit = alpha > 0
+        ids, pixels = ids[hit], pixels[hit]
+        depth_rank = torch.empty(len(z), dtype=torch.long, device=z.device)
+        depth_rank[z.argsort()] = torch.arange(len(z), device=z.device)
+        order = (pixels * len(z) + depth_rank[ids]).argsort()
+        ids, pixels = ids[order], pixels[order]
+        kept = _transmittance(alpha[hit][order], pixels) >= T_MIN
+        ids, pixels = ids[kept], pixels[kept]
+    alpha = _alphas(means2d, conic, opacities, ids, pixels, width)
+    weights = alpha * _transmittance(alpha, pixels)
 
-    offsets = torch.stack(torch.meshgrid(torch.arange(TILE), torch.arange(TILE), indexing="xy"), -1)
-    offsets = offsets.reshape(-1, 2).to(means) + 0.5  # pixel centres within a tile, (x, y)
-    origin = torch.stack([tiles % tiles_x, tiles // tiles_x], -1).to(means) * TILE
-    delta = origin[:, None, :] + offsets[None] - means2d[ids][:, None, :]  # [I, T*T, 2]
-    q = conic[ids]
-    power = (0.5 * (q[:, None, 0] * delta[..., 0] ** 2 + q[:, None, 2] * delta[..., 1] ** 2)
-             + q[:, None, 1] * delta[..., 0] * delta[..., 1])  # exponent of the 2D Gaussian (3DGS Eq. 4)
-    alpha = (opacities[ids][:, None] * torch.exp(-power)).clamp_max(ALPHA_MAX)
-    alpha = alpha * ((alpha >= ALPHA_MIN) & (power >= 0))
-    # front-to-back transmittance T_i = prod_{j<i} (1 - alpha_j) within each tile's run (3DGS Eq. 3), as
-    # exp of a running sum of log(1 - alpha) less its value at the run's start
-    log_keep = torch.log1p(-alpha)
-    before = log_keep.cumsum(0) - log_keep
-    first = torch.ones_like(tiles, dtype=torch.bool)
-    first[1:] = tiles[1:] != tiles[:-1]
-    run_start = torch.cummax(torch.where(first, torch.arange(len(tiles), device=tiles.device), 0), 0).values
-    weights = alpha * torch.exp(before - before[run_start])
-
-    coeffs = torch.cat([params["sh0"], params["shN"]], 1)[ids]
-    colors = sh_colors(coeffs, means[ids] - viewmat_center(viewmat), sh_degree)
-    values = torch.cat([colors, z[ids, None], torch.ones_like(z[ids, None])], -1)  # rgb, z, 1
-    tiled = torch.zeros(tiles_x * tiles_y, TILE * TILE, 5, device=means.device, dtype=means.dtype)
-    tiled = tiled.index_add(0, tiles, weights[..., None] * values[:, None, :])
-    image = tiled.view(tiles_y, tiles_x, TILE, TILE, 5).permute(0, 2, 1, 3, 4)
-    image = image.reshape(tiles_y * TILE, tiles_x * TILE, 5)
-    image = image[:height, :width]
+    colors = sh_colors(torch.cat([params["sh0"], params["shN"]], 1), means - viewmat_center(viewmat), sh_degree)
+    values = torch.cat([colors, z[:, None], torch.ones_like(z[:, None])], -1)  # rgb, z, 1 per Gaussian
+    image = torch.zeros(height * width, 5, device=means.device, dtype=means.dtype)
+    image = image.index_add(0, pixels, weights[:, None] * values[ids]).view(height, width, 5)
     rgb, depth, acc = image[..., :3], image[..., 3], image[..., 4]
     if background is not None:
         rgb = rgb + (1 - acc[..., None]) * background
