@@ -13,7 +13,6 @@ from worldstereo.catalog.manifests import InputObject, content_hash
 from worldstereo.catalog.schemas import InputKind
 
 
-
 @dataclass(frozen=True, slots=True)
 class InputScan:
     """``inputs``: the images that were read and hashed; ``listed``: every image under the prefix."""
