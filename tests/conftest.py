@@ -25,6 +25,9 @@ from worldstereo.storage import ObjectStore, open_store
 # for real)
 os.environ.setdefault("WORLDSTEREO_SPLAT__ITERATIONS", "10")
 os.environ.setdefault("WORLDSTEREO_SPLAT__MESH_VOXELS", "48")
+# pipeline tests run the named preset paths (orbit, up, right, left); the default planner, explore, is tested in
+# tests/test_planning.py and by the sharded batch in tests/test_flow.py
+os.environ.setdefault("WORLDSTEREO_TRAJECTORY__PLANNER", "presets")
 
 S3_ACCESS_KEY = "test-access-key-4f1c"
 S3_SECRET_KEY = "test-secret-key-9b2e7d"

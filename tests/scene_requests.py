@@ -16,7 +16,8 @@ def scene_request(root: Path, frames: int = 5, scale: float = 0.1) -> Generation
     """The first trajectory's request of the synthetic room (120x192 input), stored under ``root``, with every
     condition (pointmaps included: built as for the paper generator)."""
     settings = Settings(storage=StorageSettings(backend="local", root=root), resolution_scale=scale, device="cpu",
-                        trajectory=TrajectorySettings(num_frames=frames), generator="worldstereo-paper")
+                        trajectory=TrajectorySettings(planner="presets", num_frames=frames),
+                        generator="worldstereo-paper")
     scene = make_scene("room", 0)
     camera = scene.input_camera(120, 192)
     views = scene.render(camera)

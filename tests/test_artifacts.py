@@ -42,7 +42,7 @@ def test_top_down_view_frames_the_central_98_percent_of_the_cloud() -> None:
 
 def test_scene_markdown_tables_the_trajectories_and_shows_a_keyframe_and_the_fused_cloud(tmp_path: Path) -> None:
     settings = Settings(storage=StorageSettings(backend="local", root=tmp_path / "store"), resolution_scale=0.25,
-                        trajectory=TrajectorySettings(num_frames=3, order=["orbit", "up"]))
+                        trajectory=TrajectorySettings(planner="presets", num_frames=3, order=["orbit", "up"]))
     image = next(p for p in write_samples(tmp_path / "samples") if p.stem == "room")
     store = open_store(settings.storage)
     for file in image.parent.glob("room.*"):

@@ -36,7 +36,7 @@ def test_clip_indices_and_length():
 @pytest.mark.parametrize("rules", ["paper", "release"])
 def test_a_trajectory_runs_at_the_clip_poses(tmp_path: Path, rules: str, one_thread: None):
     settings = Settings(storage=StorageSettings(backend="local", root=tmp_path / "store"),
-                        trajectory=TrajectorySettings(num_frames=9), resolution_scale=0.1,
+                        trajectory=TrajectorySettings(planner="presets", num_frames=9), resolution_scale=0.1,
                         generation=GeneratorSettings(clip_frames=5), memory=MemorySettings(rules=rules))
     image = write_samples(tmp_path / "in", height=48, width=64, panorama_height=32)[0]
     depth, generator, reconstructor = make_backends(settings)

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 def fused_cells(root: Path, sample: Path, device: str) -> tuple[dict, set[tuple[int, int, int]]]:
     """Summary of one oracle run on ``device`` and the voxel cells its fused cloud occupies."""
     settings = Settings(storage=StorageSettings(backend="local", root=root / device), device=device,
-                        generator="oracle", trajectory=TrajectorySettings(num_frames=9), resolution_scale=0.25,
+                        generator="oracle", trajectory=TrajectorySettings(planner="presets", num_frames=9),
+                        resolution_scale=0.25,
                         panorama=PanoramaSettings(start_views=2))
     store = open_store(settings.storage)
     summary = process_scene(store, sample.stem, read_local_input(sample, settings), settings)

@@ -77,7 +77,8 @@ def room(tmp_path_factory) -> Path:
 
 def settings_for(root: Path, **update) -> Settings:
     return Settings(storage=StorageSettings(backend="local", root=root), device="cpu", reconstructor="depth-anything-3",
-                    trajectory=TrajectorySettings(num_frames=9), resolution_scale=0.25).model_copy(update=update)
+                    trajectory=TrajectorySettings(planner="presets", num_frames=9),
+                    resolution_scale=0.25).model_copy(update=update)
 
 
 def test_oracle_network_puts_the_fused_cloud_on_the_ground_truth(tmp_path, room):
@@ -145,7 +146,7 @@ def da3_weights(tmp_path_factory) -> Path:
 
 def test_tiny_real_network_runs_the_pipeline_end_to_end(tmp_path, room, da3_weights, one_thread):
     settings = settings_for(tmp_path, models=ModelPaths(depth_anything_3=da3_weights),
-                            trajectory=TrajectorySettings(num_frames=5, order=("orbit",)))
+                            trajectory=TrajectorySettings(planner="presets", num_frames=5, order=("orbit",)))
     summary = process_scene(open_store(settings.storage), "room", read_local_input(room, settings), settings)
     assert list(summary["trajectories"]) == ["orbit"]
     assert summary["trajectories"]["orbit"]["points_added"] > 0 and math.isfinite(summary["extent"])

@@ -45,7 +45,7 @@ def weights(tmp_path_factory) -> dict[str, Path]:
 def settings_for(root: Path, depth_backend: str, **models) -> Settings:
     return Settings(storage=StorageSettings(backend="local", root=root), device="cpu", depth_backend=depth_backend,
                     models=ModelPaths(**models), generator="warp", resolution_scale=0.25,
-                    trajectory=TrajectorySettings(num_frames=5, order=("orbit",)),
+                    trajectory=TrajectorySettings(planner="presets", num_frames=5, order=("orbit",)),
                     panorama=PanoramaSettings(start_views=1))
 
 

@@ -68,7 +68,8 @@ def test_heuristic_sky_is_the_far_region_open_to_the_top() -> None:
 
 def settings_for(root: Path, **update) -> Settings:
     return Settings(storage=StorageSettings(backend="local", root=root), device="cpu", generator="warp",
-                    resolution_scale=0.25, trajectory=TrajectorySettings(num_frames=5, order=("orbit",)), **update)
+                    resolution_scale=0.25, trajectory=TrajectorySettings(planner="presets", num_frames=5, order=("orbit",)),
+                    **update)
 
 
 def run(settings: Settings, name: str, image: bytes, depth: np.ndarray | None = None, fmt: str = "png") -> dict:

@@ -203,7 +203,8 @@ def test_a_large_batch_runs_in_shards_with_one_task_run_per_scene(prefect_api: s
     settings = use_buckets(monkeypatch, seaweedfs_endpoint)
     scene_ids = small_scenes(settings, tmp_path, 3)
 
-    state = run_scene_batch(generator="oracle", trajectory={"num_frames": 3, "order": ["orbit"]},
+    state = run_scene_batch(generator="oracle", trajectory={"num_frames": 3, "planner": "explore",
+                                                           "max_trajectories": 1},
                             overrides={"resolution_scale": 0.25}, return_state=True)
 
     assert state.is_completed()
@@ -217,7 +218,10 @@ def test_a_large_batch_runs_in_shards_with_one_task_run_per_scene(prefect_api: s
     store, bucket = open_store(settings.storage), settings.storage.work_bucket
     assert [(e.status, e.attempts) for e in Catalog(store, bucket).entries()] == [(SceneStatus.DONE, 1)] * 3
     assert list(store.list(bucket, "catalog/updates/")) == [] and list(store.list(bucket, "catalog/claims/")) == []
-    assert all(len(StageRecords(store, bucket).records(s)) == 4 for s in scene_ids)  # init, orbit, splat, export
+    stages = [[(r.stage, r.trajectory) for r in StageRecords(store, bucket).records(s)] for s in scene_ids]
+    print("\nstage records:", stages)
+    for records in stages:  # init, the explore planner's one path, splat, export
+        assert len(records) == 4 and sum(stage == "trajectory" and name.startswith("x1_") for stage, name in records) == 1
 
 
 def test_batch_writes_every_output(batch: Batch) -> None:

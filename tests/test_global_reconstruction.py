@@ -60,7 +60,7 @@ def test_eval_scores_the_global_cloud_beside_the_incremental_one(tmp_path: Path)
     room = next(case for case in synthetic_cases(tmp_path / "samples") if case.name == "room")
     settings = Settings(device="cpu", generator="oracle", resolution_scale=0.25, global_reconstruction=True,
                         reconstructor=f"{__name__}:AffineInverseDepth",
-                        trajectory=TrajectorySettings(num_frames=5, order=("orbit", "up")))
+                        trajectory=TrajectorySettings(planner="presets", num_frames=5, order=("orbit", "up")))
     scores = evaluate_case(room, settings, tmp_path / "run")
     # each bank frame's depth is off by up to 2x before its fit; the fitted cloud re-samples the cache's render
     assert scores.f1 >= 0.95 and scores.f1_global >= 0.9 and scores.auc_global >= 0.85

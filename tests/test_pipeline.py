@@ -38,7 +38,7 @@ FRAMES = 9
 
 def settings_for(root: Path, **update) -> Settings:
     base = Settings(storage=StorageSettings(backend="local", root=root),
-                    trajectory=TrajectorySettings(num_frames=FRAMES), resolution_scale=0.25,
+                    trajectory=TrajectorySettings(planner="presets", num_frames=FRAMES), resolution_scale=0.25,
                     panorama=PanoramaSettings(start_views=2))
     return base.model_copy(update=update)
 

@@ -177,7 +177,8 @@ def test_scene_runs_to_its_end_with_each_variant(weights, tmp_path, variant):
     (sample.with_name(sample.stem + ".prompt.json")).write_text(json.dumps({"long caption": "a photo of the room"}))
     settings = settings_for(wan, release, variant, worldmirror=checkout).model_copy(update={
         "storage": StorageSettings(backend="local", root=tmp_path / "store"), "resolution_scale": 0.1,
-        "reconstructor": "worldmirror", "trajectory": TrajectorySettings(num_frames=21, order=("orbit",)),
+        "reconstructor": "worldmirror",
+        "trajectory": TrajectorySettings(planner="presets", num_frames=21, order=("orbit",)),
     })
     store = open_store(settings.storage)
     scene = read_local_input(sample, settings)

@@ -23,7 +23,7 @@ from worldstereo.synthetic import make_scene
 def _scene(tmp_path) -> tuple[SceneContext, torch.Tensor]:
     """The synthetic room's init snapshot, then an ``orbit`` delta adding 3 frames and 50 points; the frames."""
     settings = Settings(storage=StorageSettings(backend="local", root=tmp_path), resolution_scale=0.1, device="cpu",
-                        trajectory=TrajectorySettings(num_frames=5))
+                        trajectory=TrajectorySettings(planner="presets", num_frames=5))
     scene = make_scene("room", 0)
     camera = scene.input_camera(120, 192)
     views = scene.render(camera)

@@ -132,9 +132,10 @@ class ExploreSettings(BaseModel):
     aim_distance: float = Field(default=0.5, gt=0.0)  # x median depth: viewpoint's distance to its target
     orbit_deg: float = Field(default=90.0, gt=0.0)  # arc of an orbit about a target
     turn_deg: float = Field(default=90.0, gt=0.0)  # a turn in place about the vertical, either way
-    slack_ratio: float = Field(default=0.3, ge=0.0)  # x median depth: how far a camera may leave carved free space
+    slack_ratio: float = Field(default=0.1, ge=0.0)  # x median depth: how far a camera may leave carved free space
     clearance_voxels: int = Field(default=1, ge=0)  # cache-occupied voxels grown by this before paths are checked
     surface_voxels: int = Field(default=2, ge=0)  # unknown voxels this near the cache's surface may hold new surface
+    open_weight: float = Field(default=0.5, ge=0.0)  # share counted of a ray into unknown space out of grid or reach
     runners_up: int = Field(default=5, ge=0)  # candidates kept beside each choice in the scene's state
 
 
@@ -144,7 +145,7 @@ class TrajectorySettings(BaseModel):
     ``max_trajectories``); ``explore`` chooses each next path on the live cache until ``max_trajectories`` or until
     the best candidate's score (steradians of new surface) is below ``min_gain``."""
 
-    planner: Literal["presets", "explore"] = "presets"
+    planner: Literal["presets", "explore"] = "explore"
     max_trajectories: int | None = Field(default=None, ge=1)  # None: the preset set once from every start
     min_gain: float = Field(default=0.01, ge=0.0)  # steradians
     explore: ExploreSettings = ExploreSettings()

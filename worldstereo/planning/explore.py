@@ -1,13 +1,18 @@
 """The ``explore`` planner: after every cache update, the candidate that would reveal the most new surface.
 
 A candidate's score is the new surface its views would see: at ``score_frames`` of its poses (frame 0 excluded),
-rays at ``score_width`` pixels across are marched through the occupancy grid; a ray whose first non-free voxel is
-unknown and near the cache's surface (a hole of the cache's render beside what it holds, in space no earlier view
-looked through) counts its solid angle, each unknown voxel once per candidate (the largest solid angle of a ray
-reaching it); space above the highest and below the lowest surface holds nothing. Score in steradians.
+rays at ``score_width`` pixels across are marched through the occupancy grid, through free space and through unknown
+space that is far from the cache's surface. A ray that meets an unknown voxel near the surface (a hole of the cache
+beside what it holds, in space no earlier view looked through) counts its solid angle there; a ray that crossed
+unknown space and leaves it without meeting the cache counts where it last was in unknown space: in full where it
+passes the lowest or highest surface (a floor or ceiling goes on), ``open_weight`` of it where it leaves the grid or
+its reach. A ray that meets the cache's surface counts nothing. Each voxel counts once per candidate (the largest
+solid angle of a ray counted there). Score in steradians.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -17,7 +22,17 @@ from worldstereo.geometry.camera import Camera
 from worldstereo.geometry.trajectory import keyframe_indices, preset_order, world_vertical
 from worldstereo.planning.base import Choice, PlanInput, Scored, budget
 from worldstereo.planning.candidates import Candidate, candidates, hole_targets
-from worldstereo.planning.occupancy import UNKNOWN, Occupancy, build_occupancy, march, view_rays
+from worldstereo.planning.occupancy import (
+    BEYOND,
+    FREE,
+    HOLE,
+    OCCUPIED,
+    UNKNOWN,
+    Occupancy,
+    build_occupancy,
+    march,
+    view_rays,
+)
 
 _RAYS_PER_BLOCK = 1 << 14
 
@@ -39,12 +54,13 @@ def scored_candidates(plan: PlanInput, settings: TrajectorySettings) -> list[tup
     if not found:
         return []
     scores = new_surface(grid, [c.trajectory.cameras for c in found], explore.score_frames, explore.score_width,
-                         explore.range_ratio * plan.median_depth)
+                         explore.range_ratio * plan.median_depth, explore.open_weight)
     return list(zip(found, scores.tolist()))
 
 
-def new_surface(grid: Occupancy, paths: list[Camera], frames: int, width: int, reach: float) -> Tensor:
-    """Steradians of unknown space ``[C]`` that each path's views would see (each unknown voxel once per path)."""
+def new_surface(grid: Occupancy, paths: list[Camera], frames: int, width: int, reach: float,
+                open_weight: float) -> Tensor:
+    """Steradians of new surface ``[C]`` that each path's views would see (each voxel once per path)."""
     picks = [path[keyframe_indices(len(path), min(frames + 1, len(path)))[1:]] for path in paths]
     origins, directions, solid, owner = [], [], [], []
     for index, views in enumerate(picks):
@@ -53,13 +69,16 @@ def new_surface(grid: Occupancy, paths: list[Camera], frames: int, width: int, r
         owner.append(torch.full((w.numel(),), index, device=grid.origin.device))
     origins, directions, solid, owner = (torch.cat(x) for x in (origins, directions, solid, owner))
     keys, weights = [], []
-    cells, near = grid.state.numel(), grid.near_surface.flatten()
+    cells = grid.state.numel()
+    hole = (grid.state == UNKNOWN) & grid.near_surface
+    scoring = replace(grid, state=torch.where(hole, torch.full_like(grid.state, HOLE), grid.state))
     for start in range(0, len(origins), _RAYS_PER_BLOCK):
         block = slice(start, start + _RAYS_PER_BLOCK)
-        voxel, state = march(grid, origins[block], directions[block], reach)
-        hole = (state == UNKNOWN) & near[voxel]
-        keys.append(owner[block][hole] * cells + voxel[hole])
-        weights.append(solid[block][hole])
+        voxel, state, last = march(scoring, origins[block], directions[block], reach, through=UNKNOWN)
+        found = (state == HOLE) | ((state != OCCUPIED) & (last >= 0))
+        far = (state == BEYOND) | (state == FREE)  # left the grid or ran out of reach
+        keys.append(owner[block][found] * cells + torch.where(state == HOLE, voxel, last)[found])
+        weights.append((solid[block] * torch.where(far, open_weight, 1.0))[found])
     keys, weights = torch.cat(keys), torch.cat(weights)
     unique, inverse = torch.unique(keys, return_inverse=True)
     best = torch.zeros(len(unique), dtype=weights.dtype, device=weights.device).scatter_reduce_(

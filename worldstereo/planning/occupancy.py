@@ -1,10 +1,11 @@
-"""A coarse occupancy grid of the 3D cache: voxels holding cache points, free space carved by the memory bank's
-views (each low-resolution ray is free up to the first occupied voxel), outside (above and below the cache's
-vertical range), the rest unknown.
+"""A coarse occupancy grid of the 3D cache: voxels holding cache points (closed, so that no ray slips through a gap
+of a sampled surface), free space carved by the memory bank's views (each low-resolution ray is free up to the first
+occupied voxel), outside (above and below the cache's vertical range), the rest unknown.
 
 A camera may stand where the grid is ``passable``: away from occupied voxels (grown by ``clearance_voxels``) and
-within ``slack_ratio`` (x the median depth) of carved free space. What earlier views looked through is carved, so holes they already
-looked at stop counting as unexplored.
+within ``slack_ratio`` (x the median depth) of carved free space, so that no path leaves through a wall the cache has
+not seen yet. What earlier views looked through is carved, so holes they already looked at stop counting as
+unexplored.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from worldstereo.config import ExploreSettings
 from worldstereo.geometry.camera import Camera
 
 FREE, OCCUPIED, UNKNOWN, OUTSIDE = 0, 1, 2, 3
+BEYOND, HOLE = 4, 5  # what a ray meets past the grid's box; unknown beside the cache's surface (scoring)
 _RAYS_PER_BLOCK = 1 << 15  # rays marched at once
 _STEPS_PER_BLOCK = 8
 
@@ -84,6 +86,7 @@ def build_occupancy(points: Tensor, views: list[Camera], anchors: Tensor, up: Te
     ids, inside = grid.cells(points)
     occupied = torch.zeros(empty.numel(), dtype=torch.bool, device=points.device)
     occupied[ids[inside]] = True
+    occupied = ~_grow(~_grow(occupied.view(tuple(dims.tolist())), 1), 1).flatten()  # closed: no gaps to leak through
     carved = _carve(grid, occupied, views, settings.carve_width)
     state = torch.full_like(empty, UNKNOWN).flatten()
     state[carved] = FREE
@@ -110,15 +113,17 @@ def view_rays(cameras: Camera, width: int) -> tuple[Tensor, Tensor, Tensor]:
     return small.centers[:, None].expand_as(rays), rays / norm[..., None], solid
 
 
-def march(grid: Occupancy, origins: Tensor, directions: Tensor, reach: float,
-          crossed: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def march(grid: Occupancy, origins: Tensor, directions: Tensor, reach: float, crossed: Tensor | None = None,
+          through: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Rays ``[R,3]`` stepped one voxel at a time up to ``reach``: the flat id and state of the first voxel that is
-    not free (state ``FREE`` if none). ``crossed`` (flat bool over the grid) gets every voxel a ray crosses before
-    it. Rays are dropped once they stop, ``_STEPS_PER_BLOCK`` steps at a time."""
+    neither free nor of state ``through`` (state ``FREE`` if none), and the last voxel of state ``through`` crossed
+    before it (-1 if none). ``crossed`` (flat bool over the grid) gets every voxel a ray crosses before it. Rays are
+    dropped once they stop, ``_STEPS_PER_BLOCK`` steps at a time."""
     total = max(1, math.ceil(reach / grid.voxel))
     flat = grid.state.flatten()
     first_id = torch.zeros(len(origins), dtype=torch.long, device=origins.device)
     first_state = torch.full((len(origins),), FREE, dtype=flat.dtype, device=origins.device)
+    last_through = torch.full((len(origins),), -1, dtype=torch.long, device=origins.device)
     active = torch.arange(len(origins), device=origins.device)
     for begin in range(0, total, _STEPS_PER_BLOCK):
         if len(active) == 0:
@@ -126,18 +131,23 @@ def march(grid: Occupancy, origins: Tensor, directions: Tensor, reach: float,
         steps = (torch.arange(begin, min(total, begin + _STEPS_PER_BLOCK), device=origins.device,
                               dtype=origins.dtype) + 0.5) * grid.voxel
         ids, inside = grid.cells(origins[active, None] + steps[None, :, None] * directions[active, None])
-        state = torch.where(inside, flat[ids], torch.full_like(ids, OUTSIDE).to(flat.dtype))
-        stop = state != FREE
-        hit = stop.any(1)
-        k = stop.to(torch.uint8).argmax(1)
+        state = torch.where(inside, flat[ids], torch.full_like(ids, BEYOND).to(flat.dtype))
+        passing = state == FREE if through is None else (state == FREE) | (state == through)
+        hit = ~passing.all(1)
+        k = (~passing).to(torch.uint8).argmax(1)
+        before = torch.arange(len(steps), device=ids.device)[None] < torch.where(hit, k, len(steps))[:, None]
         if crossed is not None:
-            limit = torch.where(hit, k, torch.full_like(k, len(steps)))
-            crossed[ids[(torch.arange(len(steps), device=ids.device)[None] < limit[:, None]) & inside]] = True
+            crossed[ids[before & inside]] = True
+        if through is not None:
+            marked = before & (state == through)
+            last = len(steps) - 1 - marked.flip(1).to(torch.uint8).argmax(1)
+            seen = marked.any(1)
+            last_through[active[seen]] = ids[seen].gather(1, last[seen, None])[:, 0]
         rows, k = active[hit], k[hit]
         first_id[rows] = ids[hit].gather(1, k[:, None])[:, 0]
         first_state[rows] = state[hit].gather(1, k[:, None])[:, 0]
         active = active[~hit]
-    return first_id, first_state
+    return first_id, first_state, last_through
 
 
 def _carve(grid: Occupancy, occupied: Tensor, views: list[Camera], width: int) -> Tensor:
