@@ -105,7 +105,7 @@ def run_point(scenes: int, run: int, root_dir: str | None = None) -> dict:
     try:
         overrides = {"storage": {"backend": "local", "root": str(root / "store")}, "ray": {"num_cpus": 2},
                      "batch": {"detail_max_scenes": 0}, "splat": {"enabled": False}}  # orchestration, not training
-        trajectory = {"num_frames": 3, "order": ["orbit"]}
+        trajectory = {"num_frames": 3, "order": ["orbit"], "planner": "presets"}
         settings = batch_settings(GENERATOR, trajectory=trajectory, overrides=overrides)
         input_bucket, work_bucket = settings.storage.input_bucket, settings.storage.work_bucket
         write_inputs(root / "store" / input_bucket, scenes)

@@ -97,7 +97,7 @@ def run_point(slots: int, scenes: int, sleep_s: float) -> dict:
     from tasks.ray_pools import ensure_ray
 
     os.environ[SLEEP_ENV] = str(sleep_s)
-    trajectory = {"num_frames": 3, "order": ["orbit"]}
+    trajectory = {"num_frames": 3, "order": ["orbit"], "planner": "presets"}
     with tempfile.TemporaryDirectory() as tmp:
         overrides = {"resolution_scale": 0.25, "storage": {"backend": "local", "root": str(Path(tmp) / "store")},
                      "ray": {"num_cpus": 2 * slots, "num_gpus": slots},

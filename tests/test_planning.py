@@ -123,6 +123,37 @@ def test_a_path_through_a_wall_is_rejected():
         assert not (crossing & (x < 1.0)).any(), candidate.label
 
 
+def test_no_path_leaves_into_space_no_view_looked_through():
+    """Seen from the input alone, the space behind the camera is unknown (a wall may stand there unseen): a path
+    may not go into it further than ``slack_ratio`` x the median depth from carved space."""
+    scene, plan = _alcove_plan()
+    alone = replace(plan, views=[plan.starts[0].camera])
+    grid = explore_grid(alone, SETTINGS)
+    eye = plan.starts[0].camera.centers[0].to(plan.points)
+    behind = -plan.starts[0].camera.c2w[0, :3, 2].to(eye)  # the input camera looks along +z
+    slack = SETTINGS.explore.slack_ratio * plan.median_depth
+    steps = torch.linspace(0, 1, 9, dtype=eye.dtype)[:, None]
+    assert not grid.collides(eye + steps * 0.5 * slack * behind)
+    assert grid.collides(eye + steps * (slack + 3 * grid.voxel) * behind)
+
+
+def test_rays_go_on_through_unknown_space_and_report_where_they_leave_it():
+    """``march(..., through=UNKNOWN)``: a ray passes free and unknown voxels, stops at the first other one and
+    reports the last unknown voxel it crossed; one that leaves the grid meets ``BEYOND``."""
+    from worldstereo.planning.occupancy import BEYOND, FREE, OCCUPIED, UNKNOWN, Occupancy, march
+
+    rows = [[FREE, UNKNOWN, UNKNOWN, FREE, OCCUPIED, UNKNOWN], [FREE, FREE, UNKNOWN, UNKNOWN, FREE, FREE]]
+    state = torch.tensor(rows, dtype=torch.uint8).T[..., None]  # [x = 6, y = 2, z = 1]: flat id x * 2 + y
+    grid = Occupancy(torch.zeros(3, dtype=torch.float64), 1.0, state, state == FREE)
+    origins = torch.tensor([[0.0, 0.5, 0.5], [0.0, 1.5, 0.5]], dtype=torch.float64)
+    directions = torch.tensor([[1.0, 0.0, 0.0]] * 2, dtype=torch.float64)
+    first, met, last = march(grid, origins, directions, 10.0, through=UNKNOWN)
+    assert met.tolist() == [OCCUPIED, BEYOND] and first[0] == 4 * 2
+    assert last.tolist() == [2 * 2, 3 * 2 + 1]
+    first, met, last = march(grid, origins, directions, 10.0)  # free space only: the first unknown voxel stops it
+    assert met.tolist() == [UNKNOWN, UNKNOWN] and first.tolist() == [1 * 2, 2 * 2 + 1] and last.tolist() == [-1, -1]
+
+
 def _settings(root: Path) -> Settings:
     return Settings(storage=StorageSettings(backend="local", root=root), generator="oracle", resolution_scale=0.25,
                     trajectory=TrajectorySettings(planner="explore", num_frames=5, max_trajectories=3),

@@ -159,7 +159,7 @@ def _screenshot(url: str, path: Path) -> np.ndarray:
     from PIL import Image
 
     subprocess.run(["chromium", "--headless=new", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-                    "--hide-scrollbars", "--window-size=960,640", "--virtual-time-budget=30000",
+                    "--hide-scrollbars", "--window-size=960,640", "--virtual-time-budget=60000",
                     f"--screenshot={path}", url], check=True, capture_output=True, timeout=180)
     return np.asarray(Image.open(path).convert("RGB"))
 
