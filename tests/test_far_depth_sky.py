@@ -67,9 +67,9 @@ def test_heuristic_sky_is_the_far_region_open_to_the_top() -> None:
 
 
 def settings_for(root: Path, **update) -> Settings:
+    presets = TrajectorySettings(planner="presets", num_frames=5, order=("orbit",))
     return Settings(storage=StorageSettings(backend="local", root=root), device="cpu", generator="warp",
-                    resolution_scale=0.25, trajectory=TrajectorySettings(planner="presets", num_frames=5, order=("orbit",)),
-                    **update)
+                    resolution_scale=0.25, **{"trajectory": presets, **update})
 
 
 def run(settings: Settings, name: str, image: bytes, depth: np.ndarray | None = None, fmt: str = "png") -> dict:
@@ -99,7 +99,10 @@ def test_depth_from_1_mm_to_10_km_with_a_sky_reaches_a_fused_scene(tmp_path: Pat
     depth = 10 ** (4 - 7 * rows)  # 1e4 m at the top row down to 1e-3 m at the bottom
     depth = depth * (1 + 0.1 * torch.linspace(0, 1, WIDTH, dtype=F64))
     depth[:10] = math.inf  # sky: no surface
-    summary = run(settings_for(tmp_path), "wide", encode(Image.fromarray(room_rgb()), "PNG"), depth.numpy())
+    explore = TrajectorySettings(num_frames=5, order=("orbit",))  # the default planner: one path
+    summary = run(settings_for(tmp_path, trajectory=explore), "wide", encode(Image.fromarray(room_rgb()), "PNG"),
+                  depth.numpy())
+    assert explore.planner == "explore" and len(summary["trajectories"]) == 1  # nothing scores: it still runs one
     masked, far = summary["init"]["depth"]["masked"], summary["init"]["depth"]["far_depth"]
     assert masked["method"] == "heuristic" and masked["sky_fraction"] > 10 / HEIGHT  # the sky, and the far rows below
     median = float(depth[~open_far_pixels(depth, 50.0)].median())

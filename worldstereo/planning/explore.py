@@ -98,7 +98,7 @@ class ExplorePlanner:
             return None
         order = sorted(range(len(scored)), key=lambda i: -scored[i][1])  # stable: ties keep candidate order
         best, score = scored[order[0]]
-        if score < settings.min_gain:
+        if score < settings.min_gain and k > 0:  # a scene runs at least one path, as with the presets
             return None
         runners = tuple(Scored(scored[i][0].label, scored[i][1]) for i in order[1:1 + settings.explore.runners_up])
         shape = best.shape.rstrip("+-")
