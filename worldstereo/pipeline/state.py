@@ -82,6 +82,12 @@ def _npz(**arrays: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _arrays(data: bytes) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file's bytes."""
+    with np.load(io.BytesIO(data)) as arrays:
+        return {name: arrays[name] for name in arrays.files}
+
+
 def _camera_arrays(camera: Camera) -> dict[str, np.ndarray]:
     return {"K": camera.K.double().cpu().numpy(), "c2w": camera.c2w.double().cpu().numpy(),
             "size": np.array([camera.height, camera.width])}
@@ -188,12 +194,9 @@ class StateStore:
         self.store.put_bytes(self.bucket, key, _npz(**new))
         return [key]
 
-    def _load_embeddings(self, stage: str) -> dict[str, Tensor]:
+    def _embedding_bytes(self, stage: str) -> bytes | None:
         key = self.key("state", stage, "embeddings.npz")
-        if not self.store.exists(self.bucket, key):
-            return {}
-        saved = np.load(io.BytesIO(self.store.get_bytes(self.bucket, key)))
-        return {name: torch.from_numpy(saved[name]) for name in saved.files}
+        return self.store.get_bytes(self.bucket, key) if self.store.exists(self.bucket, key) else None
 
     def _meta(self, state: SceneState, frames: Sequence[MemoryFrame]) -> dict:
         """The state's small fields, and the source and index of the bank ``frames`` the snapshot holds."""
@@ -239,21 +242,21 @@ class StateStore:
         while "base" in chain[-1][1]:
             base = chain[-1][1]["base"]
             chain.append((base, self._read_meta(base)))
-        with ThreadPoolExecutor(READERS, thread_name_prefix="snapshot") as pool:  # the deltas read during the base
-            deltas = [(meta, pool.submit(self._delta, name)) for name, meta in reversed(chain[:-1])]
-            embeddings = [pool.submit(self._load_embeddings, name) for name, _ in reversed(chain)]
+        # the deltas and embeddings are fetched on threads while the base loads, and decoded here: numpy parses
+        # .npy headers with ast, whose C converter races between threads before CPython 3.11.8 (gh-106905)
+        with ThreadPoolExecutor(READERS, thread_name_prefix="snapshot") as pool:
+            deltas = [(meta, pool.submit(self.store.get_bytes, self.bucket, self.key("state", name, "delta.npz")))
+                      for name, meta in reversed(chain[:-1])]
+            embeddings = [pool.submit(self._embedding_bytes, name) for name, _ in reversed(chain)]
             state = self._load_full(*chain[-1], _plans(chain[0][1]))
             if deltas:
-                _apply_deltas(state, [(meta, delta.result()) for meta, delta in deltas])
-            for loaded in embeddings:
-                state.embeddings.update(loaded.result())
+                _apply_deltas(state, [(meta, _arrays(delta.result())) for meta, delta in deltas])
+            for data in embeddings:
+                if (saved := data.result()) is not None:
+                    state.embeddings.update({name: torch.from_numpy(a) for name, a in _arrays(saved).items()})
         state.choices = list(chain[0][1].get("choices", []))
         state.base = Loaded(stage, state.cache.points, len(state.bank), frozenset(state.embeddings), len(state.starts))
         return state
-
-    def _delta(self, stage: str) -> dict[str, np.ndarray]:
-        with np.load(io.BytesIO(self.store.get_bytes(self.bucket, self.key("state", stage, "delta.npz")))) as arrays:
-            return {name: arrays[name] for name in arrays.files}
 
     def _load_full(self, stage: str, meta: dict, plans: list[tuple[str, int, Trajectory]]) -> SceneState:
         prefix = self.key("state", stage, "cache") + "/"
